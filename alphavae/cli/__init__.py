@@ -1,0 +1,52 @@
+"""The ``alphavae`` command line (contract: ../shared/docs/cli.md): a thin layer over the package.
+
+Each command lives in its own module with ``register(subparsers)``, which adds its parser and sets
+``func``. Bad input ends with one line naming the file or argument and exit status 2; a folder command
+that met some unreadable images finishes the rest and returns 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Command modules, in the order ``--help`` lists them.
+COMMANDS = ("eval",)
+
+
+class CLIError(Exception):
+    """Bad input: the message names the file or argument. Exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump), still exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per command module."""
+    parser = _Parser(prog="alphavae", description="AlphaVAE: RGBA VAEs, the ALPHA metric and transparent generation.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"alphavae.cli.{name}_cmd").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``alphavae`` script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
+        print(f"alphavae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"alphavae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
