@@ -1,0 +1,231 @@
+"""The shipped RGBA sample, the openclipart rebuild script (on a small fake package), and the folder dataset."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import random
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alphavae.data import RGBAFolder, sample_dir
+from alphavae.imageio import ImageReadError, load_rgba
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("rebuild_openclipart", ROOT / "scripts" / "rebuild_openclipart.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+rebuild = _load_script()
+
+
+# --- the shipped sample ----------------------------------------------------------------------------------
+
+
+def _manifest(folder: Path) -> list[dict]:
+    with (folder / "manifest.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sample_manifest_matches_files():
+    folder = sample_dir()
+    rows = _manifest(folder)
+    assert 24 <= len(rows) <= 32
+    assert list(rows[0]) == ["file", "package", "source", "license", "width", "height", "soft_alpha"]
+    listed = {r["file"] for r in rows}
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*.png")}
+    assert listed == on_disk
+    for r in rows:
+        with Image.open(folder / r["file"]) as im:
+            assert im.format == "PNG" and im.mode == "RGBA", r["file"]
+            assert im.size == (int(r["width"]), int(r["height"])), r["file"]
+            alpha = np.asarray(im)[..., 3]
+        assert max(im.size) == 256
+        assert r["package"] == "openclipart-png" and "Public Domain" in r["license"]
+        assert float(r["soft_alpha"]) == pytest.approx(((alpha > 0) & (alpha < 255)).mean(), abs=1e-4)
+        assert (alpha == 0).any() and (alpha > 0).any(), f"{r['file']} has no real transparency"
+
+
+def test_sample_is_small_and_varied():
+    rows = _manifest(sample_dir())
+    assert sum((sample_dir() / r["file"]).stat().st_size for r in rows) <= 5 * 2**20
+    assert len({r["file"].split("/")[0] for r in rows}) >= 20  # categories
+    soft = sorted(float(r["soft_alpha"]) for r in rows)
+    assert soft[0] < 0.015 and soft[-1] > 0.4  # near-hard cut-outs and large soft regions
+
+
+def test_sample_rule_is_deterministic_and_covers_categories():
+    entries = [
+        rebuild.Entry(f"cat{i % 5}/img{i}.webp", "p", "s", "l", 256, 100 + i, (0.005, 0.01, 0.3, 0.35, 0.6, 0.7)[i % 6])
+        for i in range(60)
+    ]
+    entries.append(rebuild.Entry("cat9/small.webp", "p", "s", "l", 100, 80, 0.1))  # long side ≠ 256: never chosen
+    chosen = rebuild.choose_sample(entries)
+    shuffled = entries[:]
+    random.Random(0).shuffle(shuffled)
+    assert rebuild.choose_sample(shuffled) == chosen
+    assert {e.file.split("/")[0] for e in chosen} == {f"cat{i}" for i in range(5)}
+    assert all(e.file != "cat9/small.webp" for e in chosen)
+    assert len(chosen) == len(set(chosen)) == 5 + sum(n for _, _, n in rebuild.SOFT_BANDS)
+    for low, high, n in rebuild.SOFT_BANDS:
+        assert sum(low <= e.soft_alpha < high for e in chosen) >= n
+
+
+# --- the rebuild script on a fake openclipart-png package -------------------------------------------------
+
+
+def _rgba_with_hidden_red(h: int, w: int) -> np.ndarray:
+    """A soft disc of blue on α = 0 pixels coloured bright red (the colour must not survive)."""
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2))
+    alpha = np.clip((0.8 - r) * 5, 0, 1)
+    arr = np.zeros((h, w, 4), np.uint8)
+    arr[..., 0] = np.where(alpha > 0, 0, 255)
+    arr[..., 2] = 255
+    arr[..., 3] = np.round(alpha * 255)
+    return arr
+
+
+def _fake_png_tree(root: Path) -> None:
+    """Images covering every branch of the converter: kept (P + tRNS, LA, soft RGBA), dropped (opaque L,
+    duplicate, too small) and unreadable (corrupt)."""
+    (root / "animals" / "birds").mkdir(parents=True)
+    (root / "shapes").mkdir()
+    pal = Image.new("P", (64, 80))
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
+    pal.paste(1, (0, 0, 64, 40))
+    pal.paste(2, (10, 50, 50, 70))  # index 0 (transparent) elsewhere
+    pal.save(root / "animals" / "birds" / "palette.png", transparency=bytes([0, 255, 255]))
+    la = np.zeros((60, 90, 2), np.uint8)
+    la[..., 0] = 200
+    la[:, 30:, 1] = np.linspace(0, 255, 60, dtype=np.uint8)[:, None]
+    Image.fromarray(la, "LA").save(root / "animals" / "grey_fade.png")
+    Image.fromarray(np.full((64, 64), 90, np.uint8), "L").save(root / "shapes" / "opaque.png")
+    Image.fromarray(_rgba_with_hidden_red(300, 600), "RGBA").save(root / "shapes" / "disc.png")
+    (root / "unsorted").mkdir()
+    shutil.copy(root / "shapes" / "disc.png", root / "unsorted" / "disc_copy.png")  # later in sorted order
+    Image.fromarray(_rgba_with_hidden_red(20, 20), "RGBA").save(root / "shapes" / "tiny.png")
+    (root / "shapes" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+
+
+def _check_built_set(out: Path) -> None:
+    rows = {r["file"]: r for r in _manifest(out)}
+    assert set(rows) == {"animals/grey_fade.webp", "animals/palette.webp", "shapes/disc.webp"}
+    assert rows["animals/palette.webp"]["source"] == "animals/birds/palette.png"
+    assert (rows["shapes/disc.webp"]["width"], rows["shapes/disc.webp"]["height"]) == ("256", "128")
+    disc = np.asarray(Image.open(out / "shapes" / "disc.webp").convert("RGBA"))
+    assert disc.shape == (128, 256, 4)
+    assert (disc[disc[..., 3] == 0, :3] == 0).all()  # colour zeroed under α = 0
+    soft_edge = disc[(disc[..., 3] > 0) & (disc[..., 3] < 128)]
+    assert soft_edge.size and soft_edge[:, 0].max() <= 8  # premultiplied shrink: no red bleed into soft edges
+    pal = np.asarray(Image.open(out / "animals" / "palette.webp").convert("RGBA"))
+    assert pal.shape == (80, 64, 4)
+    assert (pal[:40, :, 3] == 255).all() and (pal[:40, :, 0] == 255).all()  # red, opaque
+    assert (pal[40:50, :, 3] == 0).all()  # palette index 0 is transparent
+    grey = np.asarray(Image.open(out / "animals" / "grey_fade.webp").convert("RGBA"))
+    assert (grey[..., 3] == la_alpha()).all()
+    expected_soft = ((la_alpha() > 0) & (la_alpha() < 255)).mean()
+    assert float(rows["animals/grey_fade.webp"]["soft_alpha"]) == pytest.approx(expected_soft, abs=1e-4)
+
+
+def la_alpha() -> np.ndarray:
+    alpha = np.zeros((60, 90), np.uint8)
+    alpha[:, 30:] = np.linspace(0, 255, 60, dtype=np.uint8)[:, None]
+    return alpha
+
+
+def test_build_from_extracted_tree(tmp_path):
+    _fake_png_tree(tmp_path / "png")
+    out = tmp_path / "out"
+    assert rebuild.main(["build", "--out", str(out), "--package-dir", str(tmp_path / "png")]) == 0
+    _check_built_set(out)
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None or shutil.which("dpkg") is None, reason="needs dpkg-deb and dpkg")
+def test_build_from_a_deb_with_cap(tmp_path):
+    pkg = tmp_path / "pkg"
+    _fake_png_tree(pkg / rebuild.PNG_ROOT)
+    (pkg / "DEBIAN").mkdir()
+    (pkg / "DEBIAN" / "control").write_text(
+        "Package: openclipart-png\nVersion: 0.1\nArchitecture: all\nMaintainer: test <t@example.org>\nDescription: fake\n"
+    )
+    deb = tmp_path / "openclipart-png_0.1_all.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(pkg), str(deb)], check=True, capture_output=True)
+    out = tmp_path / "out"
+    assert rebuild.main(["build", "--out", str(out), "--deb", str(deb), "--format", "png"]) == 0
+    assert {r["file"] for r in _manifest(out)} == {"animals/grey_fade.png", "animals/palette.png", "shapes/disc.png"}
+    capped = tmp_path / "capped"
+    assert rebuild.main(["build", "--out", str(capped), "--deb", str(deb), "--cap", "1"]) == 0
+    rows = _manifest(capped)
+    assert sorted(r["file"].split("/")[0] for r in rows) == ["animals", "shapes"]
+    assert {p.relative_to(capped).as_posix() for p in capped.rglob("*.webp")} == {r["file"] for r in rows}
+
+
+def test_build_refuses_a_non_empty_output(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    with pytest.raises(SystemExit):
+        rebuild.main(["build", "--out", str(tmp_path / "out"), "--package-dir", str(tmp_path)])
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_sample_from_built_set(tmp_path):
+    src = tmp_path / "set"
+    src.mkdir()
+    entries = []
+    for i in range(6):
+        arr = _rgba_with_hidden_red(256, 200 + i)
+        arr[arr[..., 3] == 0, :3] = 0
+        Image.fromarray(arr, "RGBA").save(src / f"img{i}.webp", lossless=True, exact=True)
+        entries.append(rebuild.Entry(f"img{i}.webp", "openclipart-png", f"x/img{i}.png", rebuild.LICENSE, 200 + i, 256, 0.1))
+    rebuild.write_manifest(entries, src)
+    out = tmp_path / "sample"
+    assert rebuild.main(["sample", "--src", str(src), "--out", str(out)]) == 0
+    rows = _manifest(out)
+    for r in rows:
+        original = np.asarray(Image.open(src / r["file"].replace(".png", ".webp")).convert("RGBA"))
+        assert (np.asarray(Image.open(out / r["file"])) == original).all()  # pixel for pixel
+
+
+# --- RGBAFolder -------------------------------------------------------------------------------------------
+
+
+def test_rgba_folder_skips_a_corrupt_file_by_name(tmp_path):
+    for i in range(3):
+        Image.fromarray(_rgba_with_hidden_red(40, 30 + 10 * i), "RGBA").save(tmp_path / f"ok{i}.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
+    ds = RGBAFolder(tmp_path, size=32)
+    assert len(ds) == 4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        items = [ds[i] for i in range(len(ds))]
+    assert [str(w.message) for w in caught if "bad.png" in str(w.message)]
+    assert list(ds.bad_files) == [tmp_path / "bad.png"]
+    assert all(x.shape == (4, 32, 32) for x in items)
+    good = {i: load_rgba(tmp_path / f"ok{i}.png") for i in range(3)}
+    # ok0 is 40×30: long side → 32, centred on a transparent square; its alpha mass is kept up to resampling.
+    alpha_mass = items[ds.files.index(tmp_path / "ok0.png")][3].sum().item()
+    assert alpha_mass == pytest.approx(good[0][3].sum().item() * (32 / 40) ** 2, rel=0.05)
+    with pytest.raises(ImageReadError, match="bad.png"):
+        ds.load(ds.files.index(tmp_path / "bad.png"))
+
+
+def test_rgba_folder_on_the_sample():
+    ds = RGBAFolder(sample_dir(), size=64)
+    batch = torch.stack([ds[i] for i in range(4)])
+    assert batch.shape == (4, 4, 64, 64) and 0 <= batch.min() and batch.max() <= 1
+    assert not ds.bad_files
