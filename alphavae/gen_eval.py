@@ -1,0 +1,225 @@
+"""How good are generated transparent images? Compare them with held-out real ones, composited over backgrounds.
+
+Three kinds of numbers:
+
+* **Alpha statistics** — the share of pixels that are transparent (α < 0.01), soft (in between) and opaque
+  (α > 0.99), generated vs real. A generator on a VAE that ignores alpha shows ~100 % opaque.
+* **FID / KID with Inception** (torchmetrics) over the composites on each of the 9 backgrounds, *only* where
+  ``torch-fidelity`` and the real Inception weights are present (``torch.hub`` cache). Nothing is downloaded;
+  otherwise they are reported as unavailable, with the reason.
+* **The offline substitute — not FID**: the same Fréchet distance (``FD-VAE``) and kernel distance
+  (``KID-VAE``, unbiased MMD², polynomial kernel) computed by torchmetrics on features of the project's own
+  pretrained RGB VAE encoder (``embedded``): mean and std over positions of its last activation map. It ranks
+  models trained on the same data; its values are not comparable with published FIDs.
+
+``python -m alphavae.gen_eval --model main=DIR --model naive_mse=DIR ...`` samples every generator, scores
+it and writes ``results/generation.json`` + ``.md`` (with the command and device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from alphavae.blending import composite, resolve_backgrounds, to_vae_range
+from alphavae.data import RGBAFolder, shared_data_dir
+from alphavae.generation import generate_with, load_generator
+from alphavae.imageio import atomic_write
+from alphavae.splits import read_split, split_files
+from alphavae.vae import load_vae, torch_device
+
+#: α below this is "transparent", above ``OPAQUE`` "opaque", in between "soft".
+TRANSPARENT, OPAQUE = 0.01, 0.99
+#: torch-fidelity's Inception weights as ``torch.hub`` caches them.
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
+def alpha_statistics(rgba: torch.Tensor, transparent: float = TRANSPARENT, opaque: float = OPAQUE) -> dict[str, float]:
+    """Shares of pixels (over all images) with α < ``transparent``, in between (soft), and α > ``opaque``."""
+    alpha = rgba[:, 3].float()
+    t = (alpha < transparent).float().mean().item()
+    o = (alpha > opaque).float().mean().item()
+    return {"transparent": t, "soft": 1.0 - t - o, "opaque": o}
+
+
+class EncoderFeatures(nn.Module):
+    """Features from an RGB VAE encoder for Fréchet/kernel distances: per-channel mean and std of its last
+    activation map (before ``conv_out``). Input: RGB ``(B, 3, H, W)`` in [0, 1]. Not Inception: not FID."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.encoder = vae.encoder
+        self.num_features = 2 * self.encoder.conv_norm_out.num_channels
+
+    @torch.no_grad()
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        enc = self.encoder
+        h = enc.conv_in(to_vae_range(rgb).to(enc.conv_in.weight.dtype))
+        for block in enc.down_blocks:
+            h = block(h)
+        h = enc.conv_act(enc.conv_norm_out(enc.mid_block(h))).float()
+        return torch.cat([h.mean(dim=(2, 3)), h.std(dim=(2, 3))], dim=1)
+
+
+def inception_unavailable_reason() -> str | None:
+    """``None`` if FID/KID with real Inception weights can run here, else one line saying why not."""
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        return "FID/KID (Inception) unavailable: torch-fidelity is not installed and its Inception weights are not here"
+    path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    if not path.is_file():
+        return f"FID/KID (Inception) unavailable: no Inception weights at {path} (nothing is downloaded)"
+    return None
+
+
+@torch.no_grad()
+def distribution_distances(real_rgb: torch.Tensor, fake_rgb: torch.Tensor, feature: nn.Module | int,
+                           kid_subset_size: int = 100, batch_size: int = 64, seed: int = 0) -> dict[str, float]:
+    """Fréchet distance and KID (mean ± std over subsets) between two sets of RGB images in [0, 1]."""
+    device = next(feature.parameters()).device if isinstance(feature, nn.Module) else torch.device("cpu")
+    subset = min(kid_subset_size, len(real_rgb), len(fake_rgb))
+    fid = FrechetInceptionDistance(feature=feature, normalize=True, input_img_size=tuple(real_rgb.shape[1:])).to(device)
+    kid = KernelInceptionDistance(feature=feature, normalize=True, subset_size=subset, subsets=50).to(device)
+    for images, real in ((real_rgb, True), (fake_rgb, False)):
+        for chunk in images.split(batch_size):
+            chunk = chunk.to(device)
+            fid.update(chunk, real=real)
+            kid.update(chunk, real=real)
+    torch.manual_seed(seed)  # KID draws random subsets
+    kid_mean, kid_std = kid.compute()
+    return {"fd": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}
+
+
+def evaluate_generation(fake: torch.Tensor, real: torch.Tensor, feature: nn.Module, backgrounds=None,
+                        inception: bool | None = None, kid_subset_size: int = 100) -> dict:
+    """Score generated RGBA images ``fake`` against real ones: alpha statistics, and FD/KID per background.
+
+    ``feature``: an :class:`EncoderFeatures` (the substitute). ``inception=None`` adds Inception FID/KID when
+    :func:`inception_unavailable_reason` allows, else a note says why they are missing.
+    """
+    result = {"n_generated": len(fake), "n_real": len(real),
+              "alpha": {"generated": alpha_statistics(fake), "real": alpha_statistics(real)},
+              "vae_features": {}, "inception": None, "notes": []}
+    reason = inception_unavailable_reason()
+    use_inception = reason is None if inception is None else inception
+    if reason is not None:
+        result["notes"].append(reason)
+    inception_scores = {}
+    for name, rgb in resolve_backgrounds(backgrounds).items():
+        real_rgb, fake_rgb = composite(real, rgb), composite(fake, rgb)
+        result["vae_features"][name] = distribution_distances(real_rgb, fake_rgb, feature, kid_subset_size)
+        if use_inception:
+            inception_scores[name] = distribution_distances(real_rgb, fake_rgb, 2048, kid_subset_size)
+    result["vae_features"]["mean"] = _mean_scores(result["vae_features"])
+    if inception_scores:
+        inception_scores["mean"] = _mean_scores(inception_scores)
+        result["inception"] = inception_scores
+    return result
+
+
+def _mean_scores(per_background: dict[str, dict[str, float]]) -> dict[str, float]:
+    keys = next(iter(per_background.values())).keys()
+    return {k: sum(s[k] for s in per_background.values()) / len(per_background) for k in keys}
+
+
+def load_split_images(size: int, which: str = "heldout", root: str | Path | None = None,
+                      split: str | Path | None = None, limit: int | None = None) -> torch.Tensor:
+    """The held-out (or training) images of the shared split as ``(N, 4, size, size)`` — as the generator sees them."""
+    from alphavae.generation_training import DEFAULT_SPLIT
+
+    root = Path(root) if root else shared_data_dir() / "rgba-train"
+    train, heldout = split_files(root, read_split(split or DEFAULT_SPLIT))
+    files = heldout if which == "heldout" else train
+    if limit is not None:
+        files = files[:: max(1, len(files) // limit)][:limit]
+    dataset = RGBAFolder(root, size=size, files=files)
+    return torch.stack([dataset[i] for i in range(len(dataset))])
+
+
+def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, device: str = "auto",
+                       feature_vae: str = "embedded", root: str | None = None, split: str | None = None) -> dict:
+    """Sample ``n`` images from each generator folder and score them against the held-out split.
+
+    Adds a ``train split (reference)`` row: real training images scored the same way — the value a
+    generator that reproduced the training distribution exactly would get.
+    """
+    device = torch_device(device)
+    feature = EncoderFeatures(load_vae(feature_vae, device=device)).eval()
+    results, size, real = {}, None, None
+    for name, spec in models.items():
+        generator = load_generator(spec, device=device)
+        size = size or generator.info["image_size"]
+        real = real if real is not None else load_split_images(size, "heldout", root, split)
+        fake = generate_with(generator, n, seed=seed, size=size)
+        results[name] = {"generator": spec, "vae": generator.info["vae"], "steps": generator.info.get("steps_done"),
+                         **evaluate_generation(fake, real, feature)}
+    train = load_split_images(size, "train", root, split, limit=n)
+    results["train split (reference)"] = {"generator": "real training images", "vae": "-", "steps": None,
+                                          **evaluate_generation(train, real, feature)}
+    return {"n_generated": n, "seed": seed, "image_size": size, "feature_vae": feature_vae,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "models": results}
+
+
+def results_markdown(report: dict, command: str) -> str:
+    """The comparison as a Markdown table (means over the 9 backgrounds) with the command and device."""
+    lines = ["# Generation: generated vs held-out real transparent images", "",
+             f"Command: `{command}`  ", f"Device: {report['device']}; {report['n_generated']} samples per model, seed "
+             f"{report['seed']}, {report['image_size']} px; means over the 9 backgrounds.", "",
+             "| model | VAE | steps | KID-VAE ×10³ | FD-VAE | FID (Inception) | transparent % | soft % | opaque % |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    real_alpha = None
+    for name, r in report["models"].items():
+        m = r["vae_features"]["mean"]
+        inc = f"{r['inception']['mean']['fd']:.2f}" if r["inception"] else "unavailable"
+        a = r["alpha"]["generated"]
+        real_alpha = r["alpha"]["real"]
+        lines.append(f"| {name} | {r['vae']} | {r['steps'] or '-'} | {1e3 * m['kid']:.2f} ± {1e3 * m['kid_std']:.2f} | "
+                     f"{m['fd']:.2f} | {inc} | {100 * a['transparent']:.1f} | {100 * a['soft']:.1f} | {100 * a['opaque']:.1f} |")
+    lines.append(f"| held-out real images | - | - | - | - | - | {100 * real_alpha['transparent']:.1f} | "
+                 f"{100 * real_alpha['soft']:.1f} | {100 * real_alpha['opaque']:.1f} |")
+    notes = sorted({note for r in report["models"].values() for note in r["notes"]})
+    lines += ["", "KID-VAE / FD-VAE: Fréchet and kernel distances on features of the project's pretrained RGB VAE "
+              f"encoder (`{report['feature_vae']}`), the offline substitute for FID — **not FID**; lower is better. "
+              "Alpha columns: share of pixels with α < 0.01 / in between / α > 0.99.", ""]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(report: dict, json_path: str | Path, md_path: str | Path, command: str) -> None:
+    """Write the report as JSON (with the command) and as the Markdown table, atomically."""
+    report = {**report, "command": command}
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"))
+    atomic_write(md_path, lambda tmp: Path(tmp).write_text(results_markdown(report, command)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alphavae.gen_eval --model NAME=SPEC [--model ...] --json FILE --md FILE``"""
+    parser = argparse.ArgumentParser(prog="python -m alphavae.gen_eval", description=__doc__.splitlines()[0],
+                                     epilog="example: python -m alphavae.gen_eval --model main=embedded-generator "
+                                            "--json results/generation.json --md results/generation.md")
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=SPEC", help="a generator to score (repeat)")
+    parser.add_argument("--n", type=int, default=512, help="samples per generator")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--md", required=True)
+    parser.add_argument("--command", help="the command to record (default: this one)")
+    args = parser.parse_args(argv)
+    models = dict(m.split("=", 1) for m in args.model)
+    report = compare_generators(models, n=args.n, seed=args.seed, device=args.device)
+    command = args.command or "python -m alphavae.gen_eval " + " ".join(sys.argv[1:] if argv is None else argv)
+    write_results(report, args.json, args.md, command)
+    print(results_markdown(report, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Generating transparent images: a small latent diffusion model on the RGBA VAE's latents (method.md §4).
+
+Because the RGBA VAE keeps the RGB VAE's latent space, any latent diffusion model can be taught to produce
+RGBA latents; decoding them with the RGBA VAE gives colour *and* alpha. The paper fine-tunes FLUX with a
+LoRA (see :mod:`alphavae.lora` for that path); here, offline and small, we train a class-conditional
+diffusers ``UNet2DModel`` from scratch on the latents of the project's clip-art training split.
+
+Choices, all stored with the model:
+
+* **Latents** are ``(z − shift_factor) · scaling_factor`` of the paired RGBA VAE (``shift`` is 0 for the
+  SD-style embedded VAE), ``z`` sampled from the posterior at every training step (mean + std · ε, cached
+  once) — the usual latent-diffusion recipe; decoding uses the inverse map.
+* **Conditioning**: the clip-art category (top-level folder of the data set) through ``num_class_embeds``,
+  plus one extra "unconditional" class used for classifier-free guidance (labels are dropped to it with
+  probability ``cond_drop_prob`` during training).
+* **Schedules**: DDPM (cosine betas, v-prediction) for training; DPM-Solver++ (multistep, 25 steps) for
+  sampling, deterministic for a seed.
+
+A generator is a folder: ``config.json`` + ``diffusion_pytorch_model.safetensors`` (the UNet, fp16),
+``scheduler_config.json`` (the training DDPM schedule), ``generator.json`` (the paired VAE SPEC, class
+names, image size, latent factors, sampling defaults) and ``MODEL_CARD.md``. SPECs: ``embedded-generator``
+(``data/models/embedded-generator/``), a local folder, or a hub id (``id:subfolder``), as for VAEs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+
+from alphavae.blending import from_vae_range
+from alphavae.vae import load_vae, resolve_spec, torch_device
+
+#: The file beside the UNet that says how the generator pairs with its VAE and how to sample it.
+INFO_FILE = "generator.json"
+
+
+class GeneratorLoadError(ValueError):
+    """A generator SPEC cannot be loaded; the one-line message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class UNetShape:
+    """Width and depth of the denoiser. The default (≈3.9 M parameters, 7.8 MB in fp16) fits the repo budget."""
+
+    block_out_channels: tuple[int, ...] = (64, 96, 128)
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    norm_num_groups: int = 16
+
+
+def build_unet(latent_channels: int, latent_size: int, num_classes: int | None, shape: UNetShape = UNetShape()) -> UNet2DModel:
+    """A fresh ``UNet2DModel`` over ``(latent_channels, latent_size, latent_size)`` latents.
+
+    ``num_classes`` real classes get one more embedding, index ``num_classes``, meaning "no class"
+    (classifier-free guidance). ``None`` makes an unconditional model. Self-attention is used on every level
+    but the first (the two coarsest).
+    """
+    levels = len(shape.block_out_channels)
+    down = ("DownBlock2D",) + ("AttnDownBlock2D",) * (levels - 1)
+    up = ("AttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",)
+    return UNet2DModel(
+        sample_size=latent_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        block_out_channels=tuple(shape.block_out_channels),
+        layers_per_block=shape.layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        attention_head_dim=shape.attention_head_dim,
+        norm_num_groups=shape.norm_num_groups,
+        num_class_embeds=None if num_classes is None else num_classes + 1,
+    )
+
+
+def training_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "v_prediction") -> DDPMScheduler:
+    """The DDPM noise schedule the denoiser is trained with (cosine betas suit small latents)."""
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2",
+                         prediction_type=prediction_type, clip_sample=False)
+
+
+@dataclass
+class LatentGenerator:
+    """A loaded generator: the denoiser, its sampling scheduler, the paired RGBA VAE and ``generator.json``."""
+
+    unet: UNet2DModel
+    scheduler: DPMSolverMultistepScheduler
+    vae: object
+    info: dict
+
+    @property
+    def class_names(self) -> list[str]:
+        """The categories it was trained on (empty for an unconditional model)."""
+        return list(self.info.get("class_names") or [])
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+
+def save_generator(unet: UNet2DModel, scheduler: DDPMScheduler, info: dict, folder: str | os.PathLike,
+                   model_card: str | None = None) -> Path:
+    """Write a generator folder (fp16 safetensors UNet, scheduler config, ``generator.json``, model card)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    copy.deepcopy(unet).half().save_pretrained(folder, safe_serialization=True)
+    scheduler.save_pretrained(folder)
+    (folder / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    if model_card is not None:
+        (folder / "MODEL_CARD.md").write_text(model_card)
+    return folder
+
+
+def _read_info(where: str, subfolder: str | None, spec: str) -> dict:
+    if Path(where).is_dir():
+        path = Path(where) / (subfolder or "") / INFO_FILE
+        if not path.is_file():
+            raise GeneratorLoadError(f"{spec}: {path} is missing; this folder is not a generator")
+        return json.loads(path.read_text())
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(where, INFO_FILE, subfolder=subfolder)).read_text())
+
+
+def load_generator(spec: str = "embedded-generator", device: str | torch.device | None = None,
+                   vae_spec: str | None = None) -> LatentGenerator:
+    """Load a generator SPEC (``embedded-generator``, a folder, or ``hub-id[:subfolder]``) with its RGBA VAE.
+
+    The VAE is the one named in ``generator.json`` unless ``vae_spec`` overrides it. Weights are loaded in
+    float32 (fp16 on disk); ``device=None`` keeps everything on the CPU, ``"auto"`` picks CUDA if present.
+    """
+    where, subfolder = resolve_spec(spec)
+    try:
+        info = _read_info(where, subfolder, spec)
+        unet = UNet2DModel.from_pretrained(where, subfolder=subfolder, torch_dtype=torch.float32, use_safetensors=True)
+        ddpm_config = DDPMScheduler.load_config(where, subfolder=subfolder)
+    except GeneratorLoadError:
+        raise
+    except Exception as exc:  # hub/offline/corrupt-folder errors come in many types
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise GeneratorLoadError(f"{spec}: cannot load the generator ({first}); pass a local generator folder") from exc
+    vae = load_vae(vae_spec or info["vae"])
+    if vae.config.out_channels != 4:
+        raise GeneratorLoadError(f"{vae_spec or info['vae']}: the paired VAE has {vae.config.out_channels} output channels, not 4 (RGBA)")
+    unet.eval().requires_grad_(False)
+    scheduler = DPMSolverMultistepScheduler.from_config(ddpm_config, algorithm_type="dpmsolver++")
+    generator = LatentGenerator(unet=unet, scheduler=scheduler, vae=vae, info=info)
+    if device is not None:
+        target = torch_device(device)
+        unet.to(target)
+        vae.to(target)
+    return generator
+
+
+def class_labels(generator: LatentGenerator, n: int, classes: list[str] | str | None, seed: int) -> torch.Tensor | None:
+    """Class indices for ``n`` samples: one name for all, a list cycled, or ``None`` → drawn uniformly with ``seed``."""
+    names = generator.class_names
+    if not names:
+        if classes:
+            raise ValueError(f"--class {classes}: this generator is unconditional")
+        return None
+    if classes is None:
+        return torch.randint(len(names), (n,), generator=torch.Generator().manual_seed(seed + 1))
+    wanted = [classes] if isinstance(classes, str) else list(classes)
+    unknown = [c for c in wanted if c not in names]
+    if unknown or not wanted:
+        raise ValueError(f"--class {unknown or wanted}: unknown class; choose from {', '.join(names)}")
+    return torch.tensor([names.index(wanted[i % len(wanted)]) for i in range(n)])
+
+
+@torch.no_grad()
+def sample_latents(unet: UNet2DModel, scheduler, noise: torch.Tensor, labels: torch.Tensor | None, null_class: int | None,
+                   guidance_scale: float = 1.0, num_inference_steps: int = 25) -> torch.Tensor:
+    """Denoise ``noise`` into diffusion latents with ``scheduler``; classifier-free guidance when ``guidance_scale≠1``.
+
+    Guidance: ε̂ = ε(x, ∅) + w · (ε(x, c) − ε(x, ∅)) (applied to whatever the model predicts, here v).
+    """
+    scheduler.set_timesteps(num_inference_steps, device=noise.device)
+    x = noise * scheduler.init_noise_sigma
+    guided = labels is not None and null_class is not None and guidance_scale != 1.0
+    for t in scheduler.timesteps:
+        model_in = scheduler.scale_model_input(x, t)
+        if guided:
+            both = torch.cat([model_in, model_in])
+            lab = torch.cat([labels, torch.full_like(labels, null_class)])
+            cond, uncond = unet(both, t, class_labels=lab).sample.chunk(2)
+            pred = uncond + guidance_scale * (cond - uncond)
+        else:
+            pred = unet(model_in, t, class_labels=labels).sample
+        x = scheduler.step(pred, t, x).prev_sample
+    return x
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor, shift_factor: float, scaling_factor: float) -> torch.Tensor:
+    """Diffusion latents → RGBA images ``(n, 4, H, W)`` in [0, 1] through the RGBA VAE (inverse of the scaling)."""
+    z = latents / scaling_factor + shift_factor
+    return from_vae_range(vae.decode(z.to(vae.dtype)).sample.float())
+
+
+@torch.no_grad()
+def generate_with(generator: LatentGenerator, n: int, seed: int = 0, size: int | None = None,
+                  classes: list[str] | str | None = None, guidance_scale: float | None = None,
+                  num_inference_steps: int | None = None, batch_size: int = 16) -> torch.Tensor:
+    """Sample ``n`` RGBA images ``(n, 4, H, W)`` in [0, 1] (on the CPU) from a loaded generator.
+
+    ``size`` is the pixel side (default: the training size); it must be a multiple of the VAE factor times
+    the UNet's downsampling. Same seed, same model, same device → the same images.
+    """
+    info = generator.info
+    vae_factor = 2 ** (len(generator.vae.config.block_out_channels) - 1)
+    unet_factor = 2 ** (len(generator.unet.config.block_out_channels) - 1)
+    size = int(size or info["image_size"])
+    if size <= 0 or size % (vae_factor * unet_factor):
+        raise ValueError(f"--size {size}: must be a positive multiple of {vae_factor * unet_factor}")
+    if n < 1:
+        raise ValueError(f"--n {n}: must be at least 1")
+    labels = class_labels(generator, n, classes, seed)
+    null_class = len(generator.class_names) if generator.class_names else None
+    w = float(info.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale)
+    steps = int(num_inference_steps or info.get("num_inference_steps", 25))
+    shape = (n, generator.unet.config.in_channels, size // vae_factor, size // vae_factor)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    device = generator.device
+    images = []
+    for start in range(0, n, batch_size):
+        chunk = slice(start, start + batch_size)
+        lab = None if labels is None else labels[chunk].to(device)
+        z = sample_latents(generator.unet, generator.scheduler, noise[chunk].to(device), lab, null_class, w, steps)
+        images.append(decode_latents(generator.vae, z, info["shift_factor"], info["scaling_factor"]).cpu())
+    return torch.cat(images)
+
+
+def generate(model_spec: str = "embedded-generator", n: int = 4, seed: int = 0, size: int | None = None,
+             classes: list[str] | str | None = None, device: str | torch.device | None = "auto",
+             guidance_scale: float | None = None, num_inference_steps: int | None = None) -> torch.Tensor:
+    """Load ``model_spec`` and sample ``n`` transparent images: a float tensor ``(n, 4, H, W)`` in [0, 1].
+
+    >>> images = generate("embedded-generator", n=4, seed=0, device="cpu")   # doctest: +SKIP
+    """
+    generator = load_generator(model_spec, device=device)
+    return generate_with(generator, n, seed, size, classes, guidance_scale, num_inference_steps)

@@ -1,0 +1,259 @@
+"""Training the latent diffusion model of :mod:`alphavae.generation` on the RGBA VAE's latents.
+
+Recipe: the training split (``configs/split-rgba-train.json``, the same held-out images as the RGBA VAE
+trainer) is resized to ``image_size`` (premultiplied, centred on a transparent square) and encoded **once**
+with the paired RGBA VAE — the posterior mean and std of every image and of its mirror image are cached in
+``latents.pt`` — then every step draws a posterior sample ``z = mean + std·ε``, scales it
+(``(z − shift)·scale``) and trains the UNet on the DDPM loss (v-prediction, MSE), with random class-label
+dropout for classifier-free guidance. AdamW, warm-up + cosine learning rate, an EMA of the weights (what is
+saved), bf16 autocast on a GPU, a fixed seed, checkpoint/resume (``checkpoint.pt``), a tqdm bar.
+
+Run ``python -m alphavae.generation_training --help``; the exact command behind the shipped
+``embedded-generator`` is in its ``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from alphavae.blending import to_vae_range
+from alphavae.data import RGBAFolder, shared_data_dir
+from alphavae.generation import UNetShape, build_unet, save_generator, training_scheduler
+from alphavae.imageio import atomic_write
+from alphavae.splits import read_split, split_files
+from alphavae.vae import latent_factors, load_vae, torch_device
+
+#: The split shared with the RGBA VAE trainer (helper E's file): same held-out images everywhere.
+DEFAULT_SPLIT = Path(__file__).resolve().parent.parent / "configs" / "split-rgba-train.json"
+
+
+@dataclass
+class GeneratorConfig:
+    """Everything that defines a generator training run (saved in ``generator.json`` and checkpoints)."""
+
+    vae: str = "embedded-rgba"
+    data: str | None = None  # folder of RGBA images; default: shared rgba-train
+    split: str | None = None  # split file; default: configs/split-rgba-train.json
+    image_size: int = 128
+    class_conditional: bool = True
+    cond_drop_prob: float = 0.1
+    prediction_type: str = "v_prediction"
+    num_train_timesteps: int = 1000
+    block_out_channels: tuple[int, ...] = UNetShape.block_out_channels
+    layers_per_block: int = UNetShape.layers_per_block
+    steps: int = 8000
+    batch_size: int = 256
+    lr: float = 4e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    hflip: bool = True
+    seed: int = 0
+    checkpoint_every: int = 1000
+    max_minutes: float | None = None
+    guidance_scale: float = 2.0
+    num_inference_steps: int = 25
+    device: str = "auto"
+    notes: list[str] = field(default_factory=list)
+
+
+def category_of(path: Path, root: Path) -> str:
+    """The class of an image: its top-level folder under the data root (``.`` for files at the root)."""
+    parts = path.relative_to(root).parts
+    return parts[0] if len(parts) > 1 else "."
+
+
+@torch.no_grad()
+def encode_posteriors(vae, dataset: RGBAFolder, batch_size: int = 32, hflip: bool = True,
+                      progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior ``(mean, std)`` of every image (and, with ``hflip``, of its mirror image after all originals)."""
+    device = vae.device
+    means, stds = [], []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="encode", disable=not progress):
+        x = torch.stack([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]).to(device, vae.dtype)
+        for flip in (False, True) if hflip else (False,):
+            dist = vae.encode(to_vae_range(x.flip(-1) if flip else x)).latent_dist
+            means.append((flip, dist.mean.float().cpu()))
+            stds.append((flip, dist.std.float().cpu()))
+    order = lambda pairs: torch.cat([t for f, t in pairs if not f] + [t for f, t in pairs if f])  # noqa: E731
+    return order(means), order(stds)
+
+
+def latent_cache(config: GeneratorConfig, vae, files: list[Path], root: Path, cache_path: Path, progress: bool) -> dict:
+    """Load the cached posteriors of ``files`` if they match this VAE/size/file list, else encode and cache them."""
+    key = hashlib.sha256(json.dumps([config.vae, config.image_size, config.hflip,
+                                     [p.relative_to(root).as_posix() for p in files]]).encode()).hexdigest()
+    if cache_path.is_file():
+        cached = torch.load(cache_path, weights_only=True)
+        if cached.get("key") == key:
+            return cached
+    mean, std = encode_posteriors(vae, RGBAFolder(root, size=config.image_size, files=files), hflip=config.hflip, progress=progress)
+    cached = {"key": key, "mean": mean, "std": std}
+    atomic_write(cache_path, lambda tmp: torch.save(cached, tmp))
+    return cached
+
+
+def _model_card(config: GeneratorConfig, info: dict, command: str) -> str:
+    return f"""# embedded-generator — a small latent diffusion model of transparent clip art
+
+What: a class-conditional diffusers `UNet2DModel` ({info['n_parameters'] / 1e6:.2f} M parameters, fp16) trained
+on the latents of the RGBA VAE `{config.vae}`; decoding its samples with that VAE gives RGBA images
+({config.image_size} px). Classes: the {len(info['class_names'])} clip-art categories of the training data
+(+ one "unconditional" class for classifier-free guidance, scale {config.guidance_scale}).
+
+Data: `rgba-train` (openclipart-png, Public Domain), training split of `configs/split-rgba-train.json`
+({info['n_train_images']} images, mirrored too), posterior samples of the cached posteriors.
+Training: DDPM (cosine betas, {config.prediction_type}), {info['steps_done']} steps of batch {config.batch_size},
+AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, bf16 on {info['device']},
+{info['train_minutes']:.1f} min. Sampling: DPM-Solver++ ({config.num_inference_steps} steps).
+
+Rebuild:
+
+    {command}
+
+Limits: a teaching model — 128 px clip art, tiny, trained minutes; the samples show real transparency
+(soft edges, holes), not fine detail. Quality against held-out images: `results/generation.md`.
+"""
+
+
+def train_generator(config: GeneratorConfig, output: str | Path, resume: bool = False, progress: bool = True,
+                    command: str | None = None) -> Path:
+    """Train a generator; writes ``output/model/`` (the generator folder) and its checkpoint/cache/log beside it.
+
+    Returns the model folder. ``resume=True`` continues from ``output/checkpoint.pt`` if it exists.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    device = torch_device(config.device)
+    torch.manual_seed(config.seed)
+    root = Path(config.data) if config.data else shared_data_dir() / "rgba-train"
+    train_files, _ = split_files(root, read_split(config.split or DEFAULT_SPLIT))
+    class_names = sorted({category_of(p, root) for p in train_files}) if config.class_conditional else []
+    labels = torch.tensor([class_names.index(category_of(p, root)) for p in train_files]) if class_names else None
+
+    vae = load_vae(config.vae, device=device)
+    if vae.config.in_channels != 4:
+        raise ValueError(f"--vae {config.vae}: has {vae.config.in_channels} input channels; an RGBA (4-channel) VAE is needed")
+    shift, scale = latent_factors(vae)
+    cache = latent_cache(config, vae, train_files, root, output / "latents.pt", progress)
+    mean, std = cache["mean"].to(device), cache["std"].to(device)
+    if labels is not None:
+        labels = labels.repeat(len(mean) // len(labels)).to(device)
+    latent_channels, latent_size = mean.shape[1], mean.shape[-1]
+
+    unet = build_unet(latent_channels, latent_size, len(class_names) or None,
+                      UNetShape(tuple(config.block_out_channels), config.layers_per_block)).to(device)
+    scheduler = training_scheduler(config.num_train_timesteps, config.prediction_type)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    lr_schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
+    ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True)
+    step, seconds = 0, 0.0
+    ckpt_path = output / "checkpoint.pt"
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        ema.load_state_dict(state["ema"])
+        step, seconds = state["step"], state["seconds"]
+        torch.set_rng_state(state["rng"])
+
+    def save_checkpoint() -> None:
+        state = {"unet": unet.state_dict(), "optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(),
+                 "ema": ema.state_dict(), "step": step, "seconds": seconds, "rng": torch.get_rng_state(),
+                 "config": asdict(config)}
+        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+
+    gen = torch.Generator(device=device).manual_seed(config.seed + step)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    log = (output / "log.jsonl").open("a")
+    bar = tqdm(total=config.steps, initial=step, desc="train generator", disable=not progress)
+    unet.train()
+    start, start_seconds = time.time(), seconds
+    while step < config.steps:
+        if config.max_minutes is not None and seconds / 60 >= config.max_minutes:
+            break
+        idx = torch.randint(len(mean), (config.batch_size,), device=device, generator=gen)
+        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, device=device, generator=gen) - shift) * scale
+        noise = torch.randn(z.shape, device=device, generator=gen)
+        t = torch.randint(config.num_train_timesteps, (config.batch_size,), device=device, generator=gen)
+        noisy = scheduler.add_noise(z, noise, t)
+        target = scheduler.get_velocity(z, noise, t) if config.prediction_type == "v_prediction" else noise
+        lab = None
+        if labels is not None:
+            drop = torch.rand(config.batch_size, device=device, generator=gen) < config.cond_drop_prob
+            lab = torch.where(drop, len(class_names), labels[idx])
+        with amp:
+            pred = unet(noisy, t, class_labels=lab).sample
+        loss = F.mse_loss(pred.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        ema.step(unet.parameters())
+        step += 1
+        seconds = start_seconds + time.time() - start
+        bar.update(1)
+        if step % 50 == 0 or step == config.steps:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            log.write(json.dumps({"step": step, "loss": loss.item(), "lr": lr_schedule.get_last_lr()[0], "seconds": round(seconds, 1)}) + "\n")
+            log.flush()
+        if step % config.checkpoint_every == 0:
+            save_checkpoint()
+    bar.close()
+    log.close()
+    save_checkpoint()
+
+    ema.copy_to(unet.parameters())
+    unet.eval()
+    info = {
+        "vae": config.vae, "class_names": class_names, "image_size": config.image_size,
+        "shift_factor": shift, "scaling_factor": scale, "guidance_scale": config.guidance_scale,
+        "num_inference_steps": config.num_inference_steps, "sampler": "DPMSolverMultistepScheduler (dpmsolver++)",
+        "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",
+        "n_train_images": len(train_files), "steps_done": step, "train_minutes": round(seconds / 60, 2),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "n_parameters": sum(p.numel() for p in unet.parameters()), "config": asdict(config),
+    }
+    command = command or "python -m alphavae.generation_training " + " ".join(sys.argv[1:])
+    return save_generator(unet, scheduler, info, output / "model", _model_card(config, info, command))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alphavae.generation_training --vae SPEC --output DIR [--steps N] ...``"""
+    parser = argparse.ArgumentParser(prog="python -m alphavae.generation_training", description=__doc__.splitlines()[0],
+                                     epilog="example: python -m alphavae.generation_training --vae embedded-rgba --output runs/gen --steps 8000")
+    parser.add_argument("--output", required=True, help="run folder (model/, checkpoint.pt, latents.pt, log.jsonl)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    for name, value in asdict(GeneratorConfig()).items():
+        if name in ("notes", "block_out_channels"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=value, metavar="BOOL")
+        else:
+            kind = float if name == "max_minutes" else type(value) if value is not None else str
+            parser.add_argument(flag, type=kind, default=value)
+    args = vars(parser.parse_args(argv))
+    output, resume = args.pop("output"), args.pop("resume")
+    config = GeneratorConfig(**args)
+    folder = train_generator(config, output, resume=resume)
+    print(f"generator written to {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
