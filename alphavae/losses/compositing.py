@@ -1,0 +1,41 @@
+"""Compositing in the VAE's [-1, 1] range, where every loss term works.
+
+A VAE sees and returns all four channels as x̃ = 2x − 1. Compositing is linear in colour, so the composite
+of x̃'s colour over b̃ = 2b − 1 with the *true* alpha α = (α̃ + 1) / 2 is exactly the [-1, 1] image of the
+[0, 1] composite A(x, b) = c·α + b·(1 − α). (Multiplying by α̃ itself, or treating 0 as black, is the
+published code's mistake: 0 in [-1, 1] is mid-grey.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from alphavae.blending import composite, to_vae_range
+
+#: True black and true white, the default pair for the perceptual and reference-KL terms (method.md §3).
+BLACK_WHITE: tuple[tuple[float, float, float], ...] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+#: What the published code effectively uses: its "black" is 0 in [-1, 1] space, i.e. mid-grey.
+PUBLISHED_GREY_WHITE: tuple[tuple[float, float, float], ...] = ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0))
+
+
+def alpha01(x: torch.Tensor) -> torch.Tensor:
+    """The alpha channel of a ``(..., 4, H, W)`` image in [-1, 1], mapped back to [0, 1] (not clamped)."""
+    return (x[..., 3:4, :, :] + 1) / 2
+
+
+def composite_vae(x: torch.Tensor, background: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """A(x, b) in [-1, 1]: ``x`` is RGBA in [-1, 1], ``background`` an RGB colour in [0, 1].
+
+    ``background`` may also be a tensor broadcastable to ``(..., 3, 1, 1)`` (e.g. ``(N, 1, 3, 1, 1)`` for N
+    backgrounds at once, giving ``(N, B, 3, H, W)``).
+    """
+    b = torch.as_tensor(background, dtype=x.dtype, device=x.device)
+    b = to_vae_range(b.view(3, 1, 1) if b.dim() == 1 else b)
+    return composite(torch.cat([x[..., :3, :, :], alpha01(x)], dim=-3), b)
+
+
+def opaque(rgb: torch.Tensor) -> torch.Tensor:
+    """An RGB image in [-1, 1] as an RGBA image with α = 1 (alpha channel +1 in [-1, 1])."""
+    return torch.cat([rgb, torch.ones_like(rgb[..., :1, :, :])], dim=-3)

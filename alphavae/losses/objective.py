@@ -1,0 +1,191 @@
+"""The whole AlphaVAE objective: the loss terms, their weights (paper defaults), and the two training steps.
+
+    L_G = w_rec·L_rec + w_p·L_perc + w_kl·KL_prior + w_ref·KL_ref + [step ≥ disc_start] · w_adv·λ·L_GAN
+    L_D = [step ≥ disc_start] · hinge(D(x), D(x̂))
+
+A term whose weight is 0, or whose network is missing (no LPIPS model, no reference VAE, no discriminator),
+is skipped and listed in :attr:`AlphaVAEObjective.notes` — never replaced by a stand-in. Every active term is
+logged unweighted (``loss/<term>``) and weighted (``weighted/<term>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from diffusers import AutoencoderKL
+from torch import nn
+
+from alphavae.blending import from_vae_range, to_vae_range
+from alphavae.losses import adversarial as adv
+from alphavae.losses import augmentation as aug
+from alphavae.losses import kl as kl_terms
+from alphavae.losses import naive_mse as mse_term
+from alphavae.losses import perceptual as perc
+from alphavae.losses import reconstruction as rec_term
+from alphavae.losses.compositing import BLACK_WHITE
+from alphavae.losses.reconstruction import IMAGENET_MOMENTS, BackgroundMoments
+
+#: Reconstruction terms ``LossWeights.reconstruction_loss`` can name.
+RECONSTRUCTION_LOSSES = ("abmse", "mse")
+#: The terms of the generator loss, in logging order.
+TERMS = ("reconstruction", "perceptual", "prior_kl", "reference_kl", "adversarial")
+
+
+@dataclass
+class LossWeights:
+    """Weights of the terms (the paper's defaults), when the GAN starts, which reconstruction loss, and the
+    blend-augmentation probability the trainer applies to each batch."""
+
+    reconstruction: float = rec_term.DEFAULT_WEIGHT
+    perceptual: float = perc.DEFAULT_WEIGHT
+    prior_kl: float = kl_terms.PRIOR_KL_WEIGHT
+    reference_kl: float = kl_terms.REFERENCE_KL_WEIGHT
+    adversarial: float = adv.DEFAULT_WEIGHT
+    disc_start: int = adv.DISC_START
+    reconstruction_loss: str = "abmse"
+    blend_p: float = aug.BLEND_P
+
+    def __post_init__(self) -> None:
+        for name in TERMS:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"loss weight {name}={value!r}: must be a number ≥ 0")
+        if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
+            raise ValueError(f"reconstruction_loss={self.reconstruction_loss!r}: choose from {RECONSTRUCTION_LOSSES}")
+        if not 0 <= self.blend_p <= 1:
+            raise ValueError(f"blend_p={self.blend_p}: must be in [0, 1]")
+        if int(self.disc_start) != self.disc_start or self.disc_start < 0:
+            raise ValueError(f"disc_start={self.disc_start!r}: must be a whole number of steps ≥ 0")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LossWeights:
+        """Build from a config mapping; an unknown key is an error naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown loss weight key(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AlphaVAEObjective:
+    """Computes the generator and discriminator losses of one training step (method.md §3).
+
+    ``reference_vae``: frozen RGB VAE for the reference KL; ``lpips_model``: from
+    :func:`alphavae.perceptual.load_lpips`; ``discriminator``: e.g. :class:`PatchDiscriminator`. The
+    discriminator's parameters are the caller's to optimise (after :meth:`discriminator_step`).
+    ``sample_posterior``: decode a sample of q(z|x) (the usual VAE training) rather than its mode.
+    """
+
+    def __init__(self, weights: LossWeights | None = None, reference_vae: AutoencoderKL | None = None,
+                 lpips_model: nn.Module | None = None, discriminator: nn.Module | None = None,
+                 moments: BackgroundMoments = IMAGENET_MOMENTS,
+                 perceptual_backgrounds: Sequence[Sequence[float]] = BLACK_WHITE,
+                 reference_backgrounds: Sequence[Sequence[float]] = BLACK_WHITE,
+                 sample_posterior: bool = True, generator: torch.Generator | None = None):
+        self.weights = weights or LossWeights()
+        self.reference_vae = reference_vae.eval().requires_grad_(False) if reference_vae is not None else None
+        self.lpips_model = lpips_model.eval().requires_grad_(False) if lpips_model is not None else None
+        self.discriminator = discriminator
+        self.moments = moments
+        self.perceptual_backgrounds = tuple(perceptual_backgrounds)
+        self.reference_backgrounds = tuple(reference_backgrounds)
+        self.sample_posterior = sample_posterior
+        self.generator = generator
+        self.skipped = self._skipped_terms()
+
+    def _skipped_terms(self) -> dict[str, str]:
+        w, skipped = self.weights, {}
+        for term in TERMS:
+            if getattr(w, term) == 0:
+                skipped[term] = "weight is 0"
+        missing = {"perceptual": (self.lpips_model, "no LPIPS model (alphavae.perceptual.load_lpips needs real AlexNet weights)"),
+                   "reference_kl": (self.reference_vae, "no reference RGB VAE given"),
+                   "adversarial": (self.discriminator, "no discriminator given")}
+        for term, (net, why) in missing.items():
+            if net is None and term not in skipped:
+                skipped[term] = why
+        return skipped
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per skipped term, e.g. ``"perceptual skipped: no LPIPS model (...)"``."""
+        return [f"{term} skipped: {why}" for term, why in self.skipped.items()]
+
+    def active(self, term: str, step: int | None = None) -> bool:
+        """Whether ``term`` contributes (the adversarial term also needs ``step ≥ disc_start``)."""
+        if term in self.skipped:
+            return False
+        return term != "adversarial" or step is None or step >= self.weights.disc_start
+
+    def reconstruction_term(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """ABMSE or naive MSE (``weights.reconstruction_loss``) on RGBA images in [-1, 1]."""
+        if self.weights.reconstruction_loss == "abmse":
+            return rec_term.abmse_loss(pred, target, self.moments)
+        return mse_term.naive_mse_loss(pred, target)
+
+    def generator_step(self, vae: AutoencoderKL, x01: torch.Tensor, step: int,
+                       last_layer_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """Loss for the VAE on a batch ``(B, 4, H, W)`` in [0, 1]; returns ``(loss, logs, recon01)``.
+
+        ``last_layer_weight`` (default: the decoder's ``conv_out.weight``) is W of the adaptive weight.
+        ``recon01`` is the reconstruction in [0, 1] (clamped), for the discriminator step and display.
+        """
+        x = to_vae_range(x01)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.sample(generator=self.generator) if self.sample_posterior else posterior.mode()
+        recon = vae.decode(z).sample
+        raw: dict[str, torch.Tensor] = {"reconstruction": self.reconstruction_term(recon, x)}
+        if self.active("perceptual"):
+            raw["perceptual"] = perc.perceptual_loss(recon, x, self.lpips_model, self.perceptual_backgrounds)
+        if self.active("prior_kl"):
+            raw["prior_kl"] = kl_terms.prior_kl(posterior)
+        if self.active("reference_kl"):
+            raw["reference_kl"] = kl_terms.reference_kl(vae, self.reference_vae, x, self.reference_backgrounds)
+        weighted = {term: getattr(self.weights, term) * value for term, value in raw.items()}
+        logs: dict[str, float] = {}
+        if self.active("adversarial", step):
+            raw["adversarial"], weighted["adversarial"], logs["adaptive_weight"] = self._adversarial(
+                vae, recon, weighted, last_layer_weight)
+        loss = sum(weighted.values())
+        for term in raw:
+            logs[f"loss/{term}"] = float(raw[term].detach())
+            logs[f"weighted/{term}"] = float(weighted[term].detach())
+        logs["total"] = float(loss.detach())
+        return loss, logs, from_vae_range(recon)
+
+    def _adversarial(self, vae: AutoencoderKL, recon: torch.Tensor, weighted: dict[str, torch.Tensor],
+                     last_layer_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(L_GAN, w_adv·λ·L_GAN, λ); the discriminator's own parameters get no gradient from it."""
+        d = self.discriminator
+        was = [p.requires_grad for p in d.parameters()]
+        d.requires_grad_(False)
+        try:
+            gan = adv.generator_adversarial_loss(d(recon))
+        finally:
+            for p, flag in zip(d.parameters(), was):
+                p.requires_grad_(flag)
+        if torch.is_grad_enabled() and gan.requires_grad:
+            w = last_layer_weight if last_layer_weight is not None else vae.decoder.conv_out.weight
+            rec = weighted["reconstruction"] + weighted.get("perceptual", 0.0)
+            lam = adv.adaptive_weight(rec, gan, w)
+        else:  # evaluation without a graph: λ cannot be measured, so the term does not count
+            lam = torch.zeros((), device=recon.device)
+        return gan, self.weights.adversarial * lam * gan, float(lam)
+
+    def discriminator_step(self, recon01: torch.Tensor, x01: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Hinge loss of the discriminator on real ``x01`` and reconstructed ``recon01`` (both [0, 1]).
+
+        Before ``disc_start`` (or without a discriminator) returns a zero tensor that needs no backward.
+        """
+        if not self.active("adversarial", step):
+            return torch.zeros((), device=x01.device), {}
+        real = self.discriminator(to_vae_range(x01))
+        fake = self.discriminator(to_vae_range(recon01.detach()))
+        loss = adv.hinge_discriminator_loss(real, fake)
+        return loss, {"disc/loss": float(loss.detach()), "disc/logits_real": float(real.detach().mean()),
+                      "disc/logits_fake": float(fake.detach().mean())}
