@@ -1,0 +1,64 @@
+"""``alphavae train``: run the RGBA VAE trainer from a JSON config, or the whole ablation.
+
+A thin layer over :func:`alphavae.training.train` and :func:`alphavae.ablation.run_ablation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  alphavae train --config configs/toy.json --output runs/toy
+  alphavae train --config configs/toy.json --output runs/toy --resume
+  alphavae train --ablation configs/ablation.json --output runs/ablation --results results --jobs 6
+multi-GPU (same global batch, DDP through accelerate):
+  accelerate launch --num_processes 2 -m alphavae train --config configs/main.json --output runs/main"""
+
+
+def register(subparsers) -> None:
+    """Add the ``train`` parser."""
+    p = subparsers.add_parser("train", help="Train an RGBA VAE from a pretrained RGB VAE (JSON config), or run the ablation.",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", type=Path, help="training config (JSON, see configs/)")
+    what.add_argument("--ablation", type=Path, help="ablation config (JSON): train every variant, then write the table")
+    p.add_argument("--output", type=Path, help="run folder (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    p.add_argument("--steps", type=int, help="override the config's number of steps")
+    p.add_argument("--results", type=Path, default=Path("results"), help="ablation: where ablation.md/.json go")
+    p.add_argument("--jobs", type=int, default=1, help="ablation: variants trained at the same time (one process each)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cpu forces the CPU")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train one config, or the ablation."""
+    from alphavae.train_config import load_config
+
+    overrides = {}
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.device == "cpu":
+        overrides["device"] = "cpu"
+    if args.ablation is not None:
+        from alphavae.ablation import run_ablation
+
+        output = args.output or Path("runs") / args.ablation.stem
+        report = run_ablation(args.ablation, output, args.results, jobs=args.jobs, overrides=overrides)
+        print(report)
+        return 0
+    from alphavae.training import TrainingDiverged, train
+
+    config = load_config(args.config, **overrides)
+    output = args.output or Path("runs") / args.config.stem
+    try:
+        result = train(config, output, resume=args.resume)
+    except TrainingDiverged as exc:
+        print(f"alphavae train: stopped: {exc}", file=sys.stderr)
+        return 1
+    print(f"trained {result.steps} steps; model: {result.model_dir} (fp16 copy: {result.fp16_dir})")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0

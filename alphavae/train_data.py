@@ -1,0 +1,86 @@
+"""Training data in a fixed, resumable order: the batch for step s is a pure function of (seed, s).
+
+Each epoch is a seeded permutation of the training images (``torch.randperm`` with a generator seeded by
+``seed`` and the epoch number); step s takes the s-th global batch of that sequence, and each process takes
+its own equal share of it. Nothing but the step number has to be saved to resume the data order exactly,
+and one or two GPUs see the same global batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from alphavae.data import RGBAFolder, shared_data_dir
+from alphavae.splits import read_split, split_files
+from alphavae.imageio import list_images
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Per-process index batches for steps ``start_step, start_step + 1, …, steps - 1``.
+
+    ``global_batch`` images per step (an incomplete last batch of an epoch is dropped), split evenly over
+    ``world_size`` processes: rank r takes positions ``r, r + world_size, …`` of the global batch.
+    """
+
+    def __init__(self, n_items: int, global_batch: int, steps: int, seed: int, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if global_batch % world_size:
+            raise ValueError(f"batch_size {global_batch} is not divisible by the {world_size} processes")
+        if n_items < global_batch:
+            raise ValueError(f"{n_items} training images are fewer than one batch of {global_batch}")
+        self.n_items, self.global_batch, self.steps, self.seed = n_items, global_batch, steps, seed
+        self.start_step, self.rank, self.world_size = start_step, rank, world_size
+        self.batches_per_epoch = n_items // global_batch
+
+    def global_indices(self, step: int) -> list[int]:
+        """Every process's images of ``step``, in order."""
+        epoch, k = divmod(step, self.batches_per_epoch)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.n_items, generator=generator)
+        return order[k * self.global_batch:(k + 1) * self.global_batch].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start_step, self.steps):
+            yield self.global_indices(step)[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start_step, 0)
+
+
+def resolve_data_dir(data: str) -> Path:
+    """A folder given in the config: an existing path, else a folder of that name in the shared data."""
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        shared = shared_data_dir() / data
+    except FileNotFoundError:
+        shared = None
+    if shared is not None and shared.is_dir():
+        return shared
+    raise ValueError(f"data: '{data}' is neither a folder nor a folder of the shared data")
+
+
+def train_and_heldout(data: str, split: str | None, max_images: int | None = None) -> tuple[list[Path], list[Path]]:
+    """Training and held-out image paths for the config's ``data`` and ``split`` (no split: nothing held out)."""
+    root = resolve_data_dir(data)
+    if split is None:
+        train, heldout = list_images(root), []
+    else:
+        train, heldout = split_files(root, read_split(split))
+    return (train[:max_images] if max_images else train), heldout
+
+
+def make_loader(files: list[Path], size: int, sampler: StepBatchSampler, num_workers: int) -> DataLoader:
+    """A DataLoader over ``files`` (``RGBAFolder``) whose batches follow ``sampler``.
+
+    It gets its own generator: otherwise starting to iterate draws a worker seed from the global RNG, and a
+    resumed run would draw it at another moment than an uninterrupted one.
+    """
+    dataset = RGBAFolder(files[0].parent, size=size, files=files)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(sampler.seed))
