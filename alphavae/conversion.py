@@ -18,7 +18,11 @@ quant convs) and the project's small embedded VAE.
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
@@ -93,3 +97,36 @@ def surgery_summary(rgb: AutoencoderKL, rgba: AutoencoderKL) -> list[LayerChange
     before = dict(rgb.named_parameters())
     return [LayerChange(name, tuple(before[name].shape), tuple(p.shape))
             for name, p in rgba.named_parameters() if before[name].shape != p.shape]
+
+
+def convert_and_save(spec: str, output: str | os.PathLike, overwrite: bool = False,
+                     dtype: torch.dtype = torch.float32) -> list[LayerChange]:
+    """Load the RGB VAE ``spec`` (see :func:`alphavae.vae.load_vae`), convert it, and ``save_pretrained`` it
+    into ``output`` atomically: written to a temporary folder beside it, then renamed into place.
+
+    A non-empty ``output`` is refused unless ``overwrite``; an existing file there is always refused.
+    Returns the layers the surgery changed.
+    """
+    from alphavae.vae import load_vae
+
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"--output {output}: exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise FileExistsError(f"--output {output}: folder is not empty (pass --overwrite to replace it)")
+    rgb = load_vae(spec, dtype=dtype)
+    rgba = convert_to_rgba(rgb)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    try:
+        rgba.save_pretrained(tmp, safe_serialization=True)
+        if output.exists():
+            old = output.with_name(f".{output.name}.old-{tmp.name}")
+            os.replace(output, old)
+            os.replace(tmp, output)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return surgery_summary(rgb, rgba)

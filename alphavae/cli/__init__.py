@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("eval", "train")
+COMMANDS = ("eval", "convert", "train")
 
 
 class CLIError(Exception):

@@ -34,8 +34,9 @@ def gaussian_kl(mean_p: torch.Tensor, logvar_p: torch.Tensor, mean_q: torch.Tens
 
 def prior_kl(posterior: DiagonalGaussianDistribution) -> torch.Tensor:
     """KL(q(z|x) ‖ N(0, I)) summed over latent elements, divided by the batch size."""
-    zero = torch.zeros_like(posterior.mean)
-    return gaussian_kl(posterior.mean, posterior.logvar, zero, zero).sum() / posterior.mean.shape[0]
+    mean, logvar = posterior.mean.float(), posterior.logvar.float()
+    zero = torch.zeros_like(mean)
+    return gaussian_kl(mean, logvar, zero, zero).sum() / mean.shape[0]
 
 
 def reference_kl(vae: AutoencoderKL, reference_vae: AutoencoderKL, x: torch.Tensor,
@@ -52,6 +53,6 @@ def reference_kl(vae: AutoencoderKL, reference_vae: AutoencoderKL, x: torch.Tens
         with torch.no_grad():
             ref_dtype = next(reference_vae.parameters()).dtype
             r = reference_vae.encode(rgb.to(ref_dtype)).latent_dist
-        kl = gaussian_kl(q.mean, q.logvar, r.mean.to(q.mean.dtype), r.logvar.to(q.mean.dtype))
+        kl = gaussian_kl(q.mean.float(), q.logvar.float(), r.mean.float(), r.logvar.float())
         total = total + kl.sum() / x.shape[0]
     return total / len(backgrounds)

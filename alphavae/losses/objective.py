@@ -138,7 +138,7 @@ class AlphaVAEObjective:
         x = to_vae_range(x01)
         posterior = vae.encode(x).latent_dist
         z = posterior.sample(generator=self.generator) if self.sample_posterior else posterior.mode()
-        recon = vae.decode(z).sample
+        recon = vae.decode(z).sample.float()  # losses in fp32 even under bf16 autocast
         raw: dict[str, torch.Tensor] = {"reconstruction": self.reconstruction_term(recon, x)}
         if self.active("perceptual"):
             raw["perceptual"] = perc.perceptual_loss(recon, x, self.lpips_model, self.perceptual_backgrounds)
