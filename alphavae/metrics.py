@@ -198,8 +198,9 @@ class AlphaReport:
     ``backgrounds[name][metric]`` and ``alpha[metric]`` are means over images (``inf`` possible for PSNR of
     identical images, ``None`` for a metric not computed). ``per_image`` holds the per-image values as CPU
     tensors: ``per_image["backgrounds"][name][metric]``, ``per_image["alpha"][metric]``, and the same
-    under ``per_image["masked"]`` when masked metrics were asked for; ``masked`` then holds the masked means
-    in the same layout as the report (``backgrounds``, ``mean``, ``alpha``).
+    under ``per_image["masked"]`` when masked metrics were asked for, plus ``per_image["visible_pixels"]``
+    (pixels with target α > 0); ``masked`` then holds the masked means in the same layout as the report
+    (``backgrounds``, ``mean``, ``alpha``). :func:`merge_reports` combines reports over different images.
     """
 
     n_images: int
@@ -351,29 +352,51 @@ def alpha_metric(pred: torch.Tensor, target: torch.Tensor, backgrounds: Sequence
             for m, v in (("psnr", psnr(pa, ta, mask)), ("sad", sad(pa, ta, mask)), ("grad", gradient_error(pa, ta, mask))):
                 collected[mode]["alpha"][m].append(v.detach().double().cpu())
 
-    per_image, summaries = {}, {}
+    per_image: dict = {"visible_pixels": (target[:, 3] > 0).flatten(1).sum(1).cpu()}
     for mode in modes:
-        per_bg = {bg: {m: torch.cat(v) if v else torch.empty(0) for m, v in vals.items()} for bg, vals in collected[mode]["bg"].items()}
-        for bg in per_bg:
-            if "lpips" in metrics and "lpips" not in rgb_metrics:
-                per_bg[bg]["lpips"] = None
-            per_bg[bg] = {m: per_bg[bg][m] for m in metrics}
+        per_bg = {bg: {m: (torch.cat(vals[m]) if m in rgb_metrics else None) for m in metrics}
+                  for bg, vals in collected[mode]["bg"].items()}
         per_alpha = {m: torch.cat(v) for m, v in collected[mode]["alpha"].items()}
-        per_image[mode or "all"] = {"backgrounds": per_bg, "alpha": per_alpha}
-        summaries[mode] = _summarise(per_bg, per_alpha)
-    if masked:
-        empty = int((target[:, 3] > 0).flatten(1).sum(1).eq(0).sum())
+        section = {"backgrounds": per_bg, "alpha": per_alpha}
+        if mode is None:
+            per_image.update(section)
+        else:
+            per_image["masked"] = section
+    settings = {"ssim_mode": ssim_mode, "jpeg_quality": jpeg_quality, "psnr_data_range": 1.0,
+                "sad_unit": "sum of |alpha error| / 1000", "grad_sigma": GRAD_SIGMA, "grad_unit": "sum / 1000"}
+    return _build_report(per_image, notes, settings)
+
+
+def _build_report(per_image: dict, notes: list[str], settings: dict) -> AlphaReport:
+    """Means over images (and backgrounds) from per-image values; notes that follow from the data are added."""
+    notes = list(notes)
+    backgrounds, mean, alpha = _summarise(per_image["backgrounds"], per_image["alpha"])
+    report = AlphaReport(n_images=int(per_image["visible_pixels"].numel()), backgrounds=backgrounds, mean=mean,
+                         alpha=alpha, notes=notes, per_image=per_image, settings=settings)
+    if "masked" in per_image:
+        mb, mm, ma = _summarise(per_image["masked"]["backgrounds"], per_image["masked"]["alpha"])
+        report.masked = {"backgrounds": mb, "mean": mm, "alpha": ma}
+        empty = int(per_image["visible_pixels"].eq(0).sum())
         if empty:
             notes.append(f"{empty} image(s) have no pixel with target alpha > 0 and are left out of the masked metrics")
-    backgrounds_, mean, alpha = summaries[None]
-    report = AlphaReport(
-        n_images=int(pred.shape[0]), backgrounds=backgrounds_, mean=mean, alpha=alpha, notes=notes,
-        per_image={**per_image["all"], **({"masked": per_image["masked"]} if masked else {})},
-        settings={"ssim_mode": ssim_mode, "jpeg_quality": jpeg_quality, "psnr_data_range": 1.0,
-                  "sad_unit": "sum of |alpha error| / 1000", "grad_sigma": GRAD_SIGMA, "grad_unit": "sum / 1000",
-                  "masked": masked},
-    )
-    if masked:
-        mb, mm, ma = summaries["masked"]
-        report.masked = {"backgrounds": mb, "mean": mm, "alpha": ma}
     return report
+
+
+def merge_reports(reports: Sequence[AlphaReport]) -> AlphaReport:
+    """One report over the images of several (e.g. one per image size): per-image values concatenated, means
+    recomputed. The reports must come from the same settings, metrics and backgrounds."""
+    if not reports:
+        raise ValueError("merge_reports needs at least one report")
+    first = reports[0]
+    for r in reports[1:]:
+        if r.settings != first.settings or r.backgrounds.keys() != first.backgrounds.keys() or r.mean.keys() != first.mean.keys():
+            raise ValueError("cannot merge ALPHA reports made with different settings, metrics or backgrounds")
+
+    def cat(parts: list):
+        if isinstance(parts[0], Mapping):
+            return {k: cat([p[k] for p in parts]) for k in parts[0]}
+        return None if parts[0] is None else torch.cat(parts)
+
+    derived = ("image(s) have no pixel with target alpha",)
+    notes = list(dict.fromkeys(n for r in reports for n in r.notes if not any(d in n for d in derived)))
+    return _build_report(cat([r.per_image for r in reports]), notes, dict(first.settings))

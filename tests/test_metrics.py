@@ -13,7 +13,7 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from alphavae.blending import BACKGROUNDS
-from alphavae.metrics import alpha_metric, gradient_error, sad, ssim
+from alphavae.metrics import alpha_metric, gradient_error, merge_reports, sad, ssim
 
 SK_SSIM = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
 
@@ -39,6 +39,17 @@ def _np_psnr(x: np.ndarray, y: np.ndarray) -> float:
 
 def _np_luma(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.299, 0.587, 0.114])
+
+
+def _flat(section: dict, prefix: str = "") -> dict:
+    """Nested report section → {"a.b": value}, for pytest.approx."""
+    out = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def test_psnr_of_a_uniform_offset_is_closed_form():
@@ -193,3 +204,16 @@ def test_table_names_every_background_and_the_mean():
     table = alpha_metric(pred, target, metrics=("psnr", "ssim"), masked=True).table()
     for name in [*BACKGROUNDS, "mean", "alpha only", "target alpha > 0"]:
         assert name in table
+
+
+def test_merging_reports_equals_one_report_over_all_images():
+    pred, target = _pair(n=4, size=24)
+    target[3, 3] = 0  # one image with no visible pixel
+    whole = alpha_metric(pred, target, metrics=("psnr", "ssim"), masked=True)
+    parts = [alpha_metric(pred[i:j], target[i:j], metrics=("psnr", "ssim"), masked=True) for i, j in ((0, 1), (1, 4))]
+    merged = merge_reports(parts)
+    assert merged.n_images == 4 and merged.notes == whole.notes
+    for section in ("backgrounds", "mean", "alpha", "masked"):
+        assert _flat(merged.to_dict()[section]) == pytest.approx(_flat(whole.to_dict()[section]), rel=1e-6)
+    with pytest.raises(ValueError, match="cannot merge"):
+        merge_reports([parts[0], alpha_metric(pred, target, metrics=("psnr",))])
