@@ -252,7 +252,9 @@ class AlphaReport:
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if value == 0 or not math.isfinite(value) or abs(value) >= 0.01 else f"{value:.2e}"
 
 
 def _section_table(backgrounds: dict, mean: dict, alpha: dict) -> list[str]:

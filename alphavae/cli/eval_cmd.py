@@ -1,0 +1,94 @@
+"""``alphavae eval``: the ALPHA metric over two folders of RGBA images paired by name.
+
+A thin layer over :func:`alphavae.evaluate.evaluate_folders`: prints the table, writes the JSON of the
+contract (cli.md) atomically, reports unreadable images by name and exits 1 if there were any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from alphavae.cli import CLIError
+
+EPILOG = """examples:
+  alphavae eval --pred runs/recon --target data/rgba-sample
+  alphavae eval --pred runs/recon --target data/rgba-sample --metrics psnr,ssim --backgrounds black,white --json eval.json
+  alphavae eval --pred runs/recon --target data/rgba-sample --masked --jpeg-quality 75   # the paper's JPEG variant
+LPIPS needs real ImageNet AlexNet weights: --lpips-weights FILE, $ALPHAVAE_LPIPS_WEIGHTS, or torch hub's cache."""
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def register(subparsers) -> None:
+    """Add the ``eval`` parser."""
+    p = subparsers.add_parser("eval", help="Score RGBA predictions against targets with the ALPHA metric (9 backgrounds).",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pred", required=True, type=Path, help="folder of predicted images")
+    p.add_argument("--target", required=True, type=Path, help="folder of target images (paired by relative path stem)")
+    p.add_argument("--metrics", type=_csv, default=["psnr", "ssim", "lpips"], help="comma list of psnr,ssim,lpips")
+    p.add_argument("--backgrounds", type=_csv, default=None,
+                   help="comma list of gray,black,white,red,green,blue,yellow,cyan,magenta (default all 9)")
+    p.add_argument("--size", type=int, help="resize both images so the long side is N (premultiplied)")
+    p.add_argument("--json", type=Path, help="write the report as JSON here")
+    p.add_argument("--masked", action="store_true", help="also report every metric over pixels where target alpha > 0")
+    p.add_argument("--ssim-mode", choices=("luma", "rgb"), default="luma", help="SSIM on BT.601 luma (paper) or per RGB channel")
+    p.add_argument("--jpeg-quality", type=int, help="round-trip composites through JPEG (the published pipeline uses 75)")
+    p.add_argument("--lpips-weights", type=Path, help="torchvision AlexNet weights file (alexnet-owt-7be5be79.pth) or its folder")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (auto: cuda if present)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (each batch is scored over all backgrounds at once)")
+    p.set_defaults(func=run)
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device is available")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def _lpips_model(args: argparse.Namespace, device: torch.device):
+    """Real LPIPS if asked for and available; an explicit --lpips-weights that fails is an error."""
+    from alphavae.perceptual import LPIPSUnavailable, load_lpips
+
+    if "lpips" not in args.metrics or args.lpips_weights is None:
+        return None
+    try:
+        return load_lpips(weights=args.lpips_weights, device=device)
+    except LPIPSUnavailable as exc:
+        raise CLIError(f"--lpips-weights: {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the table, write the JSON; exit 1 if some images were unreadable."""
+    from alphavae.evaluate import evaluate_folders
+    from alphavae.imageio import atomic_write
+
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.jpeg_quality is not None and not 1 <= args.jpeg_quality <= 100:
+        raise CLIError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
+    for flag, folder in (("--pred", args.pred), ("--target", args.target)):
+        if not folder.is_dir():
+            raise CLIError(f"{flag} {folder}: not a folder")
+    device = _device(args.device)
+    result = evaluate_folders(
+        args.pred, args.target, size=args.size, device=device, batch_size=args.batch_size,
+        metrics=tuple(args.metrics), backgrounds=args.backgrounds, ssim_mode=args.ssim_mode, masked=args.masked,
+        jpeg_quality=args.jpeg_quality, lpips_model=_lpips_model(args, device),
+    )
+    print(result.report.table())
+    for name, reason in result.bad_files.items():
+        print(f"alphavae eval: skipped {name}: {reason}", file=sys.stderr)
+    if args.json is not None:
+        data = result.report.to_dict()
+        data["skipped"] = result.bad_files
+        text = json.dumps(data, indent=2, allow_nan=False)
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text + "\n"))
+        print(f"wrote {args.json}")
+    return 1 if result.bad_files else 0
