@@ -25,7 +25,7 @@ class TrainConfig:
     """One training run. Defaults are the paper's (method.md §3) except where the comment says why not."""
 
     vae: str = "embedded"  # SPEC of the pretrained RGB VAE to extend (alphavae.vae.load_vae)
-    data: str = "rgba-train"  # a folder of RGBA images, or a folder name under the shared data folder
+    data: str = "rgba-train"  # a folder of RGBA images, "sample" (shipped), or a folder name under the shared data
     split: str | None = "split-rgba-train.json"  # held-out split file (relative: to the config's folder); None = no held-out set
     image_size: int = 256  # long side, premultiplied resize, centred on a transparent square
     max_images: int | None = None  # use only the first N training images (toy runs)

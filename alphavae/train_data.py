@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from alphavae.data import RGBAFolder, shared_data_dir
+from alphavae.data import RGBAFolder, sample_dir, shared_data_dir
 from alphavae.splits import read_split, split_files
 from alphavae.imageio import list_images
 
@@ -52,7 +52,10 @@ class StepBatchSampler(Sampler[list[int]]):
 
 
 def resolve_data_dir(data: str) -> Path:
-    """A folder given in the config: an existing path, else a folder of that name in the shared data."""
+    """A folder given in the config: ``sample`` (the RGBA sample shipped with the package), an existing path,
+    else a folder of that name in the shared data (``alphavae.data.shared_data_dir``)."""
+    if data == "sample":
+        return sample_dir()
     path = Path(data).expanduser()
     if path.is_dir():
         return path

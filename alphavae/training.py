@@ -91,6 +91,9 @@ class TrainingSetup:
 def make_accelerator(config: TrainConfig, output: Path | None = None) -> Accelerator:
     """An Accelerator for the config: bf16 autocast on a GPU ('auto'), TensorBoard logs under ``output``."""
     cpu = config.device == "cpu" or not torch.cuda.is_available()
+    if not cpu:  # fixed image size: let cuDNN pick the fastest convolution algorithms; TF32 for fp32 matmuls
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
     precision = config.mixed_precision
     if precision == "auto":
         precision = "no" if cpu else "bf16"
@@ -179,8 +182,8 @@ def broadcast_buffers(accelerator: Accelerator, module: torch.nn.Module) -> None
 
 
 def _check_finite(logs: dict[str, float], step: int) -> None:
-    """Raise :class:`TrainingDiverged` naming the first non-finite term (the total last)."""
-    for name, value in logs.items():
+    """Raise :class:`TrainingDiverged` naming the first non-finite loss term (then anything else logged)."""
+    for name, value in sorted(logs.items(), key=lambda item: not item[0].startswith(("loss/", "disc/loss"))):
         if not math.isfinite(value):
             term = name.removeprefix("loss/")
             raise TrainingDiverged(f"step {step}: loss term '{term}' is {value}; lower the learning rate or check the data")
@@ -283,6 +286,8 @@ class TrainResult:
     steps: int
     notes: list[str]
     images_per_s: float
+    model: AutoencoderKL  # the trained model in memory (this process's copy; EMA weights are in the saved folder)
+    discriminator: torch.nn.Module | None
 
 
 def read_log(output: str | Path) -> list[dict[str, float]]:
@@ -367,4 +372,4 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
         save_final(setup, output)
     acc.wait_for_everyone()
     acc.end_training()
-    return TrainResult(output, model_dir, fp16_dir, counter.step, setup.notes, images_per_s)
+    return TrainResult(output, model_dir, fp16_dir, counter.step, setup.notes, images_per_s, setup.model, setup.discriminator)

@@ -1,0 +1,188 @@
+"""The trainer's mechanics on the CPU with a tiny VAE: exact resume after a SIGKILL, NaN stop, config errors,
+two processes (gloo) ending with identical weights. A tiny freshly initialised AutoencoderKL stands in for the
+pretrained one: these tests check plumbing, not what the model learns (notebook 04 and the GPU ablation do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import load_file
+
+from alphavae.checkpoint import checkpoint_dirs, latest_checkpoint
+from alphavae.cli import main as cli_main
+from alphavae.losses import AlphaVAEObjective
+from alphavae.train_config import ConfigError, config_from_dict, load_config
+from alphavae.train_data import StepBatchSampler
+from alphavae.training import TrainingDiverged, loss_weights, read_log, train
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="module")
+def tiny_vae(tmp_path_factory) -> Path:
+    """A tiny RGB AutoencoderKL folder (random init, seeded)."""
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1, latent_channels=4,
+                        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, sample_size=32)
+    path = tmp_path_factory.mktemp("vae") / "tiny"
+    vae.save_pretrained(path)
+    return path
+
+
+def tiny_config(vae: Path, **changes) -> dict:
+    """A config of a few 32-px steps on the shipped sample, GAN from step 2 so every part runs."""
+    raw = {"vae": str(vae), "data": "sample", "split": None, "image_size": 32, "steps": 8, "batch_size": 4,
+           "lr": 1e-3, "warmup_steps": 1, "loss": {"disc_start": 2}, "device": "cpu", "num_workers": 0,
+           "log_every": 1, "sample_every": 4, "checkpoint_every": 3, "keep_checkpoints": 2, "ema_decay": 0.9}
+    raw.update(changes)
+    return raw
+
+
+def weights_of(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model" / "diffusion_pytorch_model.safetensors")
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_sampler_order_is_a_function_of_the_step():
+    s = StepBatchSampler(30, 4, steps=20, seed=3)
+    batches = list(s)
+    assert batches == [s.global_indices(k) for k in range(20)]
+    assert list(StepBatchSampler(30, 4, steps=20, seed=3, start_step=11)) == batches[11:]
+    # every epoch (7 batches of 4 out of 30) visits distinct images, and two epochs are ordered differently
+    epoch0 = sum(batches[:7], [])
+    assert len(set(epoch0)) == 28 and sum(batches[7:14], []) != epoch0
+    # two processes split each global batch between them
+    r0 = list(StepBatchSampler(30, 4, steps=5, seed=3, rank=0, world_size=2))
+    r1 = list(StepBatchSampler(30, 4, steps=5, seed=3, rank=1, world_size=2))
+    assert [sorted(a + b) for a, b in zip(r0, r1)] == [sorted(b) for b in batches[:5]]
+
+
+def test_kill_and_resume_gives_the_same_weights(tiny_vae, tmp_path):
+    raw = tiny_config(tiny_vae, steps=40, checkpoint_every=5)
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(raw))
+    config = load_config(cfg_file)
+    full = train(config, tmp_path / "full")
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "alphavae", "train", "--config", str(cfg_file), "--output", str(run)]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while latest_checkpoint(run / "checkpoints") is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = latest_checkpoint(run / "checkpoints")
+    assert killed_at is not None and not (run / "model").exists(), "the run must be killed mid-way, after a checkpoint"
+
+    assert cli_main(["train", "--config", str(cfg_file), "--output", str(run), "--resume"]) == 0
+    assert_same_weights(weights_of(full.output), weights_of(run))
+    log = read_log(run)
+    assert [entry["step"] for entry in log] == list(range(1, 41))  # no step logged twice after the resume
+    assert [entry["total"] for entry in log] == [entry["total"] for entry in read_log(full.output)]
+    assert len(checkpoint_dirs(run / "checkpoints")) <= 2 and not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_outputs_fp16_copy_and_notes(tiny_vae, tmp_path):
+    result = train(config_from_dict(tiny_config(tiny_vae, steps=4)), tmp_path / "run")
+    fp32, fp16 = weights_of(tmp_path / "run"), load_file(result.fp16_dir / "diffusion_pytorch_model.safetensors")
+    assert all(t.dtype == torch.float16 for t in fp16.values())
+    assert all(torch.allclose(fp32[k], fp16[k].float(), rtol=1e-3, atol=1e-4) for k in fp32)
+    assert json.loads((result.fp16_dir / "config.json").read_text())["in_channels"] == 4
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    if result.discriminator is not None and any("LPIPS unavailable" in n for n in result.notes):
+        assert any(n.startswith("perceptual term off: LPIPS unavailable") for n in info["notes"])
+    log = read_log(tmp_path / "run")
+    assert {"loss/reconstruction", "loss/prior_kl", "loss/reference_kl", "lr", "total"} <= log[0].keys()
+    assert "disc/loss" in log[-1] and "loss/adversarial" in log[-1]  # the GAN runs from disc_start = 2
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_nan_stops_naming_step_and_term(tiny_vae, tmp_path, monkeypatch):
+    original = AlphaVAEObjective.reconstruction_term
+    calls = {"n": 0}
+
+    def poisoned(self, pred, target):
+        calls["n"] += 1
+        value = original(self, pred, target)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(AlphaVAEObjective, "reconstruction_term", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 2: loss term 'reconstruction' is nan"):
+        train(config_from_dict(tiny_config(tiny_vae)), tmp_path / "run")
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_config_errors_name_the_key_and_file(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"steps": 10, "lerning_rate": 1e-4}))
+    with pytest.raises(ConfigError, match=r"bad\.json.*'lerning_rate'"):
+        load_config(bad)
+    assert cli_main(["train", "--config", str(bad), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "lerning_rate" in err and "bad.json" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ConfigError, match="'steps' must be int"):
+        config_from_dict({"steps": "many"}, "x.json")
+    with pytest.raises(ConfigError, match="'batch_size' must be > 0"):
+        config_from_dict({"batch_size": 0}, "x.json")
+    with pytest.raises(ConfigError, match=r"'loss\.disk_start'"):
+        loss_weights(config_from_dict({"loss": {"disk_start": 5}}))
+
+
+def test_shipped_configs_load():
+    for path in sorted((ROOT / "configs").glob("*.json")):
+        if path.name.startswith(("split-", "ablation")):
+            continue
+        config = load_config(path)
+        loss_weights(config, str(path))
+        if path.stem not in ("toy", "paper"):  # short runs keep the paper's proportions of warm-up and GAN start
+            assert abs(loss_weights(config).disc_start / config.steps - 4000 / 30000) < 0.01, path
+
+
+DDP_SCRIPT = """
+import sys, torch
+from alphavae.train_config import config_from_dict
+from alphavae.training import train
+import json
+raw = json.loads(sys.argv[1]); out = sys.argv[2]
+result = train(config_from_dict(raw), out, resume=True)
+rank = torch.distributed.get_rank()
+state = {**{"vae." + k: v for k, v in result.model.state_dict().items()},
+         **{"disc." + k: v for k, v in result.discriminator.state_dict().items()}}
+torch.save(state, f"{out}/rank{rank}.pt")
+"""
+
+
+def test_two_processes_gloo_end_with_identical_weights(tiny_vae, tmp_path):
+    raw = tiny_config(tiny_vae, steps=4, checkpoint_every=2, ema_decay=None)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(script), json.dumps(raw), str(out)]
+    done = subprocess.run(cmd, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert_same_weights(r0, r1)
+    start = load_file(tiny_vae / "diffusion_pytorch_model.safetensors")
+    assert not torch.equal(r0["vae.decoder.conv_in.weight"], start["decoder.conv_in.weight"])  # it did train
+    info = json.loads((out / "run.json").read_text())
+    assert info["processes"] == 2
