@@ -112,13 +112,58 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, mode: str = "luma", mask: tor
     torch.mul(x, x, out=stats[2])
     torch.mul(y, y, out=stats[3])
     torch.mul(x, y, out=stats[4])
-    window = _gaussian_window(SSIM_SIGMA, SSIM_WINDOW // 2, torch.float64, torch.device("cpu")).tolist()
-    mu_x, mu_y, xx, yy, xy = _filter_valid(stats, window)
-    mu_xy, mu_xx, mu_yy = mu_x * mu_y, mu_x.square(), mu_y.square()
-    c1, c2 = 0.01**2, 0.03**2  # (K1·L)², (K2·L)² with data range L = 1
-    ssim_map = (2 * mu_xy + c1) * (2 * (xy - mu_xy) + c2) / ((mu_xx + mu_yy + c1) * (xx - mu_xx + yy - mu_yy + c2))
+    return _masked_mean(_ssim_map(*_filter_valid(stats, _ssim_window())), _interior(mask))
+
+
+def _ssim_window() -> list[float]:
+    return _gaussian_window(SSIM_SIGMA, SSIM_WINDOW // 2, torch.float64, torch.device("cpu")).tolist()
+
+
+def _interior(mask: torch.Tensor | None) -> torch.Tensor | None:
     pad = SSIM_WINDOW // 2
-    return _masked_mean(ssim_map, None if mask is None else mask[..., pad:-pad, pad:-pad])
+    return None if mask is None else mask[..., pad:-pad, pad:-pad]
+
+
+def _ssim_map(mu_x: torch.Tensor, mu_y: torch.Tensor, xx: torch.Tensor, yy: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """SSIM from local means and local raw second moments E[x²], E[y²], E[xy] (population covariance)."""
+    c1, c2 = 0.01**2, 0.03**2  # (K1·L)², (K2·L)² with data range L = 1
+    mu_xy, mu_xx, mu_yy = mu_x * mu_y, mu_x.square(), mu_y.square()
+    return (2 * mu_xy + c1) * (2 * (xy - mu_xy) + c2) / ((mu_xx + mu_yy + c1) * (xx - mu_xx + yy - mu_yy + c2))
+
+
+def ssim_over_backgrounds(pred: torch.Tensor, target: torch.Tensor, colours: torch.Tensor, mode: str = "luma",
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SSIM of the composites of RGBA ``pred`` and ``target`` ``(B, 4, H, W)`` over each solid colour of
+    ``colours`` ``(K, 3)`` → ``(K, B)``; equal to :func:`ssim` on the composites, at a third of the cost.
+
+    Why it is cheaper: over a solid colour b the composite is affine in b, A = P + b·Q with P = c·α and
+    Q = 1 − α (and so is its luma, with b's luma). Local means and second moments of every composite
+    therefore follow from 14 filtered maps of P, Q, P̂, Q̂ and their products, instead of 5 per background:
+    μ_A = f(P) + b·f(Q), E[A²] = f(P²) + 2b·f(PQ) + b²·f(Q²), E[A·Â] = f(PP̂) + b·(f(PQ̂) + f(QP̂)) + b²·f(QQ̂).
+    """
+    if min(pred.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {tuple(pred.shape[-2:])}")
+    x, y = pred.double(), target.double()
+    px, py = x[:, :3] * x[:, 3:], y[:, :3] * y[:, 3:]
+    qx, qy = 1 - x[:, 3:], 1 - y[:, 3:]
+    b = colours.double().to(x.device)
+    if mode == "luma":
+        px, py, b = luma(px), luma(py), (b @ torch.tensor(LUMA_BT601, dtype=b.dtype, device=b.device))[:, None]
+    window = _ssim_window()
+    f_px, f_py, f_pxpx, f_pxqx, f_pypy, f_pyqy, f_pxpy, f_pxqy, f_qxpy = _filter_valid(
+        torch.stack([px, py, px * px, px * qx, py * py, py * qy, px * py, px * qy, qx * py]), window)
+    f_qx, f_qy, f_qxqx, f_qyqy, f_qxqy = _filter_valid(torch.stack([qx, qy, qx * qx, qy * qy, qx * qy]), window)
+    interior = _interior(mask)
+    out = []
+    for colour in b:
+        beta = colour.view(1, -1, 1, 1)
+        out.append(_masked_mean(_ssim_map(
+            f_px + beta * f_qx, f_py + beta * f_qy,
+            f_pxpx + 2 * beta * f_pxqx + beta**2 * f_qxqx,
+            f_pypy + 2 * beta * f_pyqy + beta**2 * f_qyqy,
+            f_pxpy + beta * (f_pxqy + f_qxpy) + beta**2 * f_qxqy,
+        ), interior))
+    return torch.stack(out)
 
 
 def lpips_distance(model: torch.nn.Module, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -310,6 +355,10 @@ def alpha_metric(pred: torch.Tensor, target: torch.Tensor, backgrounds: Sequence
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if ssim_mode not in ("luma", "rgb"):
+        raise ValueError(f"ssim_mode={ssim_mode!r}: use 'luma' or 'rgb'")
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
     bgs = resolve_backgrounds(backgrounds)
     device = pred.device
     notes: list[str] = []
@@ -343,7 +392,9 @@ def alpha_metric(pred: torch.Tensor, target: torch.Tensor, backgrounds: Sequence
             values = {}
             if "psnr" in rgb_metrics:
                 values["psnr"] = psnr(cp, ct, mask_k)
-            if "ssim" in rgb_metrics:
+            if "ssim" in rgb_metrics and jpeg_quality is None:
+                values["ssim"] = ssim_over_backgrounds(p, t, colours.view(k, 3), ssim_mode, mask).flatten()
+            elif "ssim" in rgb_metrics:  # JPEG broke the affine structure: score the composites directly
                 values["ssim"] = ssim(cp, ct, ssim_mode, mask_k)
             if "lpips" in rgb_metrics:
                 values["lpips"] = lpips_distance(lpips_model, cp, ct, mask_k)

@@ -13,7 +13,8 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from alphavae.blending import BACKGROUNDS
-from alphavae.metrics import alpha_metric, gradient_error, merge_reports, sad, ssim
+from alphavae.blending import composite
+from alphavae.metrics import alpha_metric, gradient_error, merge_reports, sad, ssim, ssim_over_backgrounds
 
 SK_SSIM = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
 
@@ -93,6 +94,17 @@ def test_rgb_ssim_matches_skimage_channel_mean():
         assert float(ours[i]) == pytest.approx(ref, abs=1e-6)
     with pytest.raises(ValueError, match="ssim_mode"):
         ssim(rgb_p, rgb_t, mode="ycbcr")
+
+
+@pytest.mark.parametrize("mode", ["luma", "rgb"])
+def test_ssim_from_the_affine_composite_equals_ssim_of_each_composite(mode):
+    pred, target = _pair(n=2, size=30, seed=3)
+    colours = torch.tensor(list(BACKGROUNDS.values()))
+    mask = target[:, 3:] > 0
+    fast = ssim_over_backgrounds(pred, target, colours, mode, mask)
+    for k, colour in enumerate(colours):
+        direct = ssim(composite(pred, colour.tolist()), composite(target, colour.tolist()), mode, mask)
+        torch.testing.assert_close(fast[k], direct, rtol=0, atol=1e-8)  # the direct composite is float32
 
 
 def test_identical_images_give_inf_psnr_unit_ssim_and_valid_json():
@@ -195,6 +207,10 @@ def test_bad_input_is_rejected_with_the_shapes_named():
         alpha_metric(pred, target, metrics=("fid",))
     with pytest.raises(ValueError, match="unknown background"):
         alpha_metric(pred, target, backgrounds=["orange"])
+    with pytest.raises(ValueError, match="ssim_mode"):
+        alpha_metric(pred, target, metrics=("psnr",), ssim_mode="y")
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        alpha_metric(pred, target, metrics=("psnr",), jpeg_quality=0)
     with pytest.raises(ValueError, match="at least 11"):
         alpha_metric(pred[..., :8, :8], target[..., :8, :8], metrics=("ssim",))
 
