@@ -127,7 +127,8 @@ def metric_bars(series: Mapping[str, Mapping[str, float | None]], metric: str = 
     if not series:
         raise ValueError("metric_bars needs at least one series")
     names = list(dict.fromkeys(bg for values in series.values() for bg in values))
-    fig = ax.figure if ax is not None else plt.figure(figsize=(max(4.0, 0.6 * len(names) * len(series) + 1.5), 2.8), dpi=DPI)
+    width = min(9.0, max(4.0, 0.3 * len(names) * len(series) + 1.5))
+    fig = ax.figure if ax is not None else plt.figure(figsize=(width, 2.8), dpi=DPI)
     ax = ax if ax is not None else fig.add_subplot()
     width = 0.8 / len(series)
     x = np.arange(len(names))

@@ -1,0 +1,129 @@
+"""The notebook-01 blending widget: damage an RGBA image, composite it over a background, score it live.
+
+Built the style.md §6 way: a pure function, :func:`blend_and_score`, does the work and :func:`show_blend`
+draws it (the notebook calls both with defaults first, so GitHub and CI see a static result); then
+:func:`blending_widget` only wires core ipywidgets controls to them (``continuous_update=False``, drawing into
+an ``Output`` with ``clear_output(wait=True)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import torch
+from IPython.display import display
+from matplotlib.figure import Figure
+
+from alphavae.blending import BACKGROUNDS, composite, over_checkerboard
+from alphavae.degradations import DEGRADATIONS, degrade, scale_alpha
+from alphavae.metrics import AlphaReport, alpha_metric
+from alphavae.plotting import DPI, to_numpy_image
+
+
+@dataclass
+class BlendResult:
+    """What :func:`blend_and_score` computed: the damaged prediction, both composites over ``background``,
+    the full ALPHA report over the 9 backgrounds, and the headline numbers in ``scores``."""
+
+    target: torch.Tensor
+    prediction: torch.Tensor
+    background: str
+    target_composite: torch.Tensor
+    prediction_composite: torch.Tensor
+    report: AlphaReport
+    scores: dict[str, float]
+
+
+def blend_and_score(target: torch.Tensor, alpha_scale: float = 1.0, background: str = "gray",
+                    degradation: str = "blur", strength: float = 0.5, seed: int = 0) -> BlendResult:
+    """Make a prediction from ``target`` (``(4, H, W)`` RGBA in [0, 1]) by :func:`~alphavae.degradations.degrade`
+    and then scaling its alpha by ``alpha_scale``; score it with the ALPHA metric (PSNR and SSIM).
+
+    ``scores`` holds PSNR/SSIM over ``background``, their means over the 9 backgrounds, and the alpha-only
+    PSNR, SAD and gradient error. PSNR is ``inf`` when the composites are identical.
+    """
+    if background not in BACKGROUNDS:
+        raise ValueError(f"unknown background {background!r}; choose from {list(BACKGROUNDS)}")
+    prediction = scale_alpha(degrade(target, degradation, strength, seed), alpha_scale)
+    report = alpha_metric(prediction[None], target[None], metrics=("psnr", "ssim"))
+    scores = {
+        "psnr": report.backgrounds[background]["psnr"],
+        "ssim": report.backgrounds[background]["ssim"],
+        "mean_psnr": report.mean["psnr"],
+        "mean_ssim": report.mean["ssim"],
+        "alpha_psnr": report.alpha["psnr"],
+        "sad": report.alpha["sad"],
+        "grad": report.alpha["grad"],
+    }
+    rgb = BACKGROUNDS[background]
+    return BlendResult(target, prediction, background, composite(target, rgb), composite(prediction, rgb), report, scores)
+
+
+def _db(value: float) -> str:
+    return "∞ dB" if math.isinf(value) else f"{value:.2f} dB"
+
+
+def describe(result: BlendResult) -> str:
+    """The scores as two short lines of text."""
+    s = result.scores
+    return (f"over {result.background}: PSNR {_db(s['psnr'])}, SSIM {s['ssim']:.4f}   |   mean of 9: PSNR "
+            f"{_db(s['mean_psnr'])}, SSIM {s['mean_ssim']:.4f}\nalpha only: PSNR {_db(s['alpha_psnr'])}, "
+            f"SAD {s['sad']:.3f}k, gradient error {s['grad']:.4f}k")
+
+
+def show_blend(result: BlendResult, panel: float = 2.0) -> Figure:
+    """Four panels: target and prediction over the chosen background, their absolute difference (×4), and
+    the prediction over a checkerboard; the scores in the title."""
+    diff = ((result.prediction_composite - result.target_composite).abs() * 4).clamp(0, 1)
+    panels = [
+        (result.target_composite, f"target over {result.background}"),
+        (result.prediction_composite, f"prediction over {result.background}"),
+        (diff, "|difference| × 4"),
+        (over_checkerboard(result.prediction), "prediction, checkerboard"),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(4 * panel, panel + 0.9), dpi=DPI)
+    for ax, (image, title) in zip(axes, panels):
+        ax.imshow(to_numpy_image(image), interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(describe(result), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def blending_widget(images: torch.Tensor | Sequence[torch.Tensor], names: Sequence[str] | None = None) -> widgets.VBox:
+    """Controls — image, degradation, strength, alpha scale, background — redrawing :func:`show_blend` on
+    every change. ``images``: RGBA ``(4, H, W)`` tensors (or one ``(N, 4, H, W)`` tensor)."""
+    items = list(images)
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(items))]
+    style = {"description_width": "initial"}
+    controls = {
+        "index": widgets.Dropdown(options=[(n, i) for i, n in enumerate(names)], value=0, description="image"),
+        "degradation": widgets.Dropdown(options=DEGRADATIONS, value="blur", description="degradation"),
+        "strength": widgets.FloatSlider(value=0.5, min=0, max=1, step=0.05, description="strength",
+                                        continuous_update=False, style=style),
+        "alpha_scale": widgets.FloatSlider(value=1.0, min=0, max=1.5, step=0.05, description="alpha scale",
+                                           continuous_update=False, style=style),
+        "background": widgets.Dropdown(options=list(BACKGROUNDS), value="gray", description="background"),
+    }
+    out = widgets.Output()
+
+    def redraw(_change=None) -> None:
+        v = {k: c.value for k, c in controls.items()}
+        result = blend_and_score(items[v["index"]], v["alpha_scale"], v["background"], v["degradation"], v["strength"])
+        with out:
+            out.clear_output(wait=True)
+            fig = show_blend(result)
+            display(fig)
+            plt.close(fig)
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    rows = [widgets.HBox([controls["index"], controls["degradation"], controls["strength"]]),
+            widgets.HBox([controls["alpha_scale"], controls["background"]])]
+    return widgets.VBox([*rows, out])
