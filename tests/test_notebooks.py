@@ -124,3 +124,24 @@ def test_headless_friendly(path):
     installs = [c for c in cells if re.search(r"^\s*[!%]pip install", c.source, re.M)]
     for cell in installs:
         assert "google.colab" in cell.source, f"{path.name}: pip install only inside an 'if \"google.colab\" in sys.modules' cell"
+
+
+def test_sanitize_file_patterns():
+    """Every pattern in tests/nbval_sanitize.cfg compiles and does its job on typical output."""
+    from nbval.plugin import get_sanitize_patterns
+
+    patterns = get_sanitize_patterns((ROOT / "tests" / "nbval_sanitize.cfg").read_text())
+    assert len(patterns) >= 5
+
+    def clean(text: str) -> str:
+        for regex, replace in patterns:
+            text = re.sub(regex, replace, text)
+        return text
+
+    assert clean("<Figure at 0x7f3a2b1c9d90>") == "<Figure at 0xADDRESS>"
+    assert clean("took 3.21 s, then 120ms") == "took DURATION, then DURATION"
+    assert clean("/home/u/alphavae/data/rgba-sample/a.png") == "REPO/data/rgba-sample/a.png"
+    assert clean("wrote /tmp/tmpab12/x.json") == "wrote TMPPATH"
+    assert clean(" 40%|████      | 4/10 [00:01<00:02]") == " PROGRESS"
+    assert clean("ran at 12.5 images/s") == "ran at RATE"
+    assert clean("PSNR 43.70 dB, SSIM 0.9812") == "PSNR 43.70 dB, SSIM 0.9812"  # numbers we check stay
