@@ -126,6 +126,14 @@ def test_headless_friendly(path):
         assert "google.colab" in cell.source, f"{path.name}: pip install only inside an 'if \"google.colab\" in sys.modules' cell"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_widget_cells_ignore_output(path):
+    for i, cell in enumerate(_code_cells(_read(path))):
+        if re.search(r"\w+_widget\(|\binteract(ive)?\(", cell.source):
+            assert "NBVAL_IGNORE_OUTPUT" in cell.source or "NBVAL_SKIP" in cell.source, (
+                f"{path.name}, code cell {i}: a widget cell needs '# NBVAL_IGNORE_OUTPUT'")
+
+
 def test_sanitize_file_patterns():
     """Every pattern in tests/nbval_sanitize.cfg compiles and does its job on typical output."""
     from nbval.plugin import get_sanitize_patterns
