@@ -1,0 +1,101 @@
+"""One loader for every VAE the project uses: the embedded ones shipped in ``data/models/``, a local
+``save_pretrained`` folder, or a Hugging Face hub id (optionally ``id:subfolder``).
+
+A SPEC is resolved to ``(where, subfolder)`` by :func:`resolve_spec` and loaded with diffusers'
+``AutoencoderKL.from_pretrained(..., use_safetensors=True)``: the embedded models and hub ids take the same
+code path, so the notebooks scale from the small embedded VAE to Stable Diffusion's or FLUX's with one switch.
+Offline (``HF_HUB_OFFLINE=1``) and not cached → :class:`VAELoadError`, one line saying what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+
+from alphavae.data import data_dir
+
+#: Embedded SPEC name → folder under ``data/models/``, and how to rebuild it if it is missing.
+EMBEDDED: dict[str, tuple[str, str]] = {
+    "embedded": ("embedded-vae", "python -m alphavae.pretrain (see data/models/embedded-vae/MODEL_CARD.md)"),
+    "embedded-rgba": ("embedded-rgba", "the trainer: `alphavae train --config FILE` (notebook 04, configs/)"),
+    "embedded-generator": ("embedded-generator", "the generation recipe (notebook 05, alphavae.generation)"),
+}
+
+
+class VAELoadError(ValueError):
+    """A SPEC cannot be loaded; the one-line message names it and says what to do."""
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or os.sep != "/" and os.sep in spec
+
+
+def resolve_spec(spec: str) -> tuple[str, str | None]:
+    """SPEC → ``(local folder or hub id, subfolder or None)``, without loading anything.
+
+    ``embedded`` / ``embedded-rgba`` / ``embedded-generator`` → the folder in ``data/models/``; an existing
+    folder → itself; ``id:subfolder`` → ``(id, subfolder)``; anything else is taken as a hub id.
+    """
+    spec = str(spec).strip()
+    if not spec:
+        raise VAELoadError("empty SPEC: use embedded, embedded-rgba, a save_pretrained folder or a hub id")
+    if spec in EMBEDDED:
+        folder, rebuild = EMBEDDED[spec]
+        path = data_dir() / "models" / folder
+        if not (path / "config.json").is_file():
+            raise VAELoadError(f"{spec}: {path} is missing; build it with {rebuild}")
+        return str(path), None
+    if spec.startswith("embedded"):
+        raise VAELoadError(f"{spec}: unknown embedded model; valid names: {', '.join(EMBEDDED)}")
+    if Path(spec).expanduser().is_dir():
+        return str(Path(spec).expanduser()), None
+    where, _, subfolder = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if _looks_like_path(where) and not Path(where).expanduser().is_dir():
+        raise VAELoadError(f"{spec}: no such folder (a SPEC is embedded, embedded-rgba, a save_pretrained folder or a hub id)")
+    if Path(where).expanduser().is_dir():
+        where = str(Path(where).expanduser())
+    return where, subfolder or None
+
+
+def torch_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None) → CUDA if available else CPU; otherwise ``torch.device(device)``."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_vae(spec: str, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> AutoencoderKL:
+    """Load an ``AutoencoderKL`` (eval mode) from a SPEC; see :func:`resolve_spec`. Weights via safetensors only.
+
+    ``device=None`` keeps it on the CPU; ``"auto"`` picks CUDA when available.
+    """
+    where, subfolder = resolve_spec(spec)
+    is_local = Path(where).is_dir()
+    try:
+        vae = AutoencoderKL.from_pretrained(where, subfolder=subfolder, torch_dtype=dtype, use_safetensors=True)
+    except Exception as exc:  # diffusers/huggingface_hub raise OSError, EnvironmentError, HF*Error, ValueError...
+        if is_local:
+            raise VAELoadError(f"{spec}: not a loadable AutoencoderKL folder ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        if _offline():
+            raise VAELoadError(
+                f"{spec}: is not in the local Hugging Face cache and the hub is unreachable (HF_HUB_OFFLINE=1): "
+                "download it on a machine with a network or pass a local save_pretrained folder"
+            ) from exc
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise VAELoadError(f"{spec}: cannot load from the hub ({first}); check the id, your network, or pass a local folder") from exc
+    vae.eval().requires_grad_(False)
+    return vae if device is None else vae.to(torch_device(device))
+
+
+def latent_factors(vae: AutoencoderKL) -> tuple[float, float]:
+    """``(shift_factor, scaling_factor)`` of a VAE: diffusion latents are ``(z − shift) · scale``; SD has no shift."""
+    config = vae.config
+    shift = getattr(config, "shift_factor", None) or 0.0
+    return float(shift), float(config.scaling_factor)
