@@ -80,30 +80,69 @@ def inception_unavailable_reason() -> str | None:
     return None
 
 
+class _Features(nn.Module):
+    """Identity over precomputed feature vectors, so torchmetrics' FID/KID score features extracted once."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+class _Uint8Input(nn.Module):
+    """torch-fidelity's Inception takes uint8 images in [0, 255]; ours are floats in [0, 1]."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self.net((rgb * 255).round().to(torch.uint8))
+
+
 @torch.no_grad()
-def distribution_distances(real_rgb: torch.Tensor, fake_rgb: torch.Tensor, feature: nn.Module | int,
-                           kid_subset_size: int = 100, batch_size: int = 64, seed: int = 0) -> dict[str, float]:
-    """Fréchet distance and KID (mean ± std over subsets) between two sets of RGB images in [0, 1]."""
-    device = next(feature.parameters()).device if isinstance(feature, nn.Module) else torch.device("cpu")
-    subset = min(kid_subset_size, len(real_rgb), len(fake_rgb))
-    fid = FrechetInceptionDistance(feature=feature, normalize=True, input_img_size=tuple(real_rgb.shape[1:])).to(device)
-    kid = KernelInceptionDistance(feature=feature, normalize=True, subset_size=subset, subsets=50).to(device)
-    for images, real in ((real_rgb, True), (fake_rgb, False)):
-        for chunk in images.split(batch_size):
-            chunk = chunk.to(device)
-            fid.update(chunk, real=real)
-            kid.update(chunk, real=real)
+def extract_features(rgb: torch.Tensor, feature: nn.Module, batch_size: int = 64) -> torch.Tensor:
+    """Feature vectors ``(N, D)`` of RGB images in [0, 1], computed in batches on the feature network's device."""
+    device = next(feature.parameters()).device
+    return torch.cat([feature(chunk.to(device)).float() for chunk in rgb.split(batch_size)])
+
+
+@torch.no_grad()
+def feature_distances(real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 100, seed: int = 0) -> dict[str, float]:
+    """Fréchet distance and KID (mean ± std over 50 random subsets) between two sets of feature vectors."""
+    identity = _Features(real.shape[1])
+    fid = FrechetInceptionDistance(feature=identity, normalize=True).to(real.device)
+    kid = KernelInceptionDistance(feature=identity, normalize=True, subsets=50,
+                                  subset_size=min(kid_subset_size, len(real), len(fake))).to(real.device)
+    for metric in (fid, kid):
+        metric.update(real, real=True)
+        metric.update(fake.to(real.device), real=False)
     torch.manual_seed(seed)  # KID draws random subsets
     kid_mean, kid_std = kid.compute()
     return {"fd": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}
 
 
+@torch.no_grad()
+def distribution_distances(real_rgb: torch.Tensor, fake_rgb: torch.Tensor, feature: nn.Module | int,
+                           kid_subset_size: int = 100, batch_size: int = 64, seed: int = 0) -> dict[str, float]:
+    """Fréchet distance and KID between two sets of RGB images in [0, 1], through ``feature`` (a network, or
+    2048 for Inception, which torchmetrics loads through torch-fidelity)."""
+    if isinstance(feature, int):
+        feature = _Uint8Input(FrechetInceptionDistance(feature=feature).inception)
+    return feature_distances(extract_features(real_rgb, feature, batch_size), extract_features(fake_rgb, feature, batch_size),
+                             kid_subset_size, seed)
+
+
 def evaluate_generation(fake: torch.Tensor, real: torch.Tensor, feature: nn.Module, backgrounds=None,
-                        inception: bool | None = None, kid_subset_size: int = 100) -> dict:
+                        inception: bool | None = None, kid_subset_size: int = 100,
+                        real_features: dict[str, torch.Tensor] | None = None) -> dict:
     """Score generated RGBA images ``fake`` against real ones: alpha statistics, and FD/KID per background.
 
     ``feature``: an :class:`EncoderFeatures` (the substitute). ``inception=None`` adds Inception FID/KID when
-    :func:`inception_unavailable_reason` allows, else a note says why they are missing.
+    :func:`inception_unavailable_reason` allows, else a note says why they are missing. ``real_features``
+    (background → features of ``real``'s composites, filled in on first use) lets several models share them.
     """
     result = {"n_generated": len(fake), "n_real": len(real),
               "alpha": {"generated": alpha_statistics(fake), "real": alpha_statistics(real)},
@@ -112,12 +151,15 @@ def evaluate_generation(fake: torch.Tensor, real: torch.Tensor, feature: nn.Modu
     use_inception = reason is None if inception is None else inception
     if reason is not None:
         result["notes"].append(reason)
+    real_features = {} if real_features is None else real_features
     inception_scores = {}
     for name, rgb in resolve_backgrounds(backgrounds).items():
-        real_rgb, fake_rgb = composite(real, rgb), composite(fake, rgb)
-        result["vae_features"][name] = distribution_distances(real_rgb, fake_rgb, feature, kid_subset_size)
+        if name not in real_features:
+            real_features[name] = extract_features(composite(real, rgb), feature)
+        fake_features = extract_features(composite(fake, rgb), feature)
+        result["vae_features"][name] = feature_distances(real_features[name], fake_features, kid_subset_size)
         if use_inception:
-            inception_scores[name] = distribution_distances(real_rgb, fake_rgb, 2048, kid_subset_size)
+            inception_scores[name] = distribution_distances(composite(real, rgb), composite(fake, rgb), 2048, kid_subset_size)
     result["vae_features"]["mean"] = _mean_scores(result["vae_features"])
     if inception_scores:
         inception_scores["mean"] = _mean_scores(inception_scores)
@@ -153,17 +195,17 @@ def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, devi
     """
     device = torch_device(device)
     feature = EncoderFeatures(load_vae(feature_vae, device=device)).eval()
-    results, size, real = {}, None, None
+    results, size, real, real_features = {}, None, None, {}
     for name, spec in models.items():
         generator = load_generator(spec, device=device)
         size = size or generator.info["image_size"]
         real = real if real is not None else load_split_images(size, "heldout", root, split)
         fake = generate_with(generator, n, seed=seed, size=size)
         results[name] = {"generator": spec, "vae": generator.info["vae"], "steps": generator.info.get("steps_done"),
-                         **evaluate_generation(fake, real, feature)}
+                         **evaluate_generation(fake, real, feature, real_features=real_features)}
     train = load_split_images(size, "train", root, split, limit=n)
     results["train split (reference)"] = {"generator": "real training images", "vae": "-", "steps": None,
-                                          **evaluate_generation(train, real, feature)}
+                                          **evaluate_generation(train, real, feature, real_features=real_features)}
     return {"n_generated": n, "seed": seed, "image_size": size, "feature_vae": feature_vae,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "models": results}
 

@@ -46,15 +46,15 @@ class GeneratorConfig:
     vae: str = "embedded-rgba"
     data: str | None = None  # folder of RGBA images; default: shared rgba-train
     split: str | None = None  # split file; default: configs/split-rgba-train.json
-    image_size: int = 128
+    image_size: int = 256
     class_conditional: bool = True
     cond_drop_prob: float = 0.1
     prediction_type: str = "v_prediction"
     num_train_timesteps: int = 1000
     block_out_channels: tuple[int, ...] = UNetShape.block_out_channels
     layers_per_block: int = UNetShape.layers_per_block
-    steps: int = 8000
-    batch_size: int = 256
+    steps: int = 3000
+    batch_size: int = 128
     lr: float = 4e-4
     warmup: int = 200
     weight_decay: float = 0.01
@@ -123,7 +123,7 @@ Rebuild:
 
     {command}
 
-Limits: a teaching model — 128 px clip art, tiny, trained minutes; the samples show real transparency
+Limits: a teaching model — {config.image_size} px clip art, tiny, trained minutes; the samples show real transparency
 (soft edges, holes), not fine detail. Quality against held-out images: `results/generation.md`.
 """
 
@@ -147,8 +147,11 @@ def train_generator(config: GeneratorConfig, output: str | Path, resume: bool = 
     if vae.config.in_channels != 4:
         raise ValueError(f"--vae {config.vae}: has {vae.config.in_channels} input channels; an RGBA (4-channel) VAE is needed")
     shift, scale = latent_factors(vae)
+    began = time.time()
     cache = latent_cache(config, vae, train_files, root, output / "latents.pt", progress)
     mean, std = cache["mean"].to(device), cache["std"].to(device)
+    tqdm.write(f"latents {tuple(mean.shape)} ready in {time.time() - began:.0f} s; scaled latents: "
+               f"mean {((mean - shift) * scale).mean():.3f}, std {((mean - shift) * scale).std():.3f}")
     if labels is not None:
         labels = labels.repeat(len(mean) // len(labels)).to(device)
     latent_channels, latent_size = mean.shape[1], mean.shape[-1]
@@ -235,7 +238,7 @@ def train_generator(config: GeneratorConfig, output: str | Path, resume: bool = 
 def main(argv: list[str] | None = None) -> int:
     """``python -m alphavae.generation_training --vae SPEC --output DIR [--steps N] ...``"""
     parser = argparse.ArgumentParser(prog="python -m alphavae.generation_training", description=__doc__.splitlines()[0],
-                                     epilog="example: python -m alphavae.generation_training --vae embedded-rgba --output runs/gen --steps 8000")
+                                     epilog="example: python -m alphavae.generation_training --vae embedded-rgba --output runs/gen --steps 3000")
     parser.add_argument("--output", required=True, help="run folder (model/, checkpoint.pt, latents.pt, log.jsonl)")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     for name, value in asdict(GeneratorConfig()).items():

@@ -3,10 +3,10 @@
 # Trains three generators at once on one GPU — on the latents of the main RGBA VAE (embedded-rgba) and of
 # the two ablation VAEs (naive-MSE reconstruction, no reference KL) — then samples and scores all three
 # against the held-out split. Usage (repo root, data in $ALPHAVAE_SHARED_DATA/rgba-train):
-#   OUT=/tmp/out STEPS=8000 MINUTES=6 bash scripts/generation_gpu_run.sh
+#   OUT=/tmp/out STEPS=3000 MINUTES=6.5 bash scripts/generation_gpu_run.sh
 set -euo pipefail
 OUT=${OUT:?set OUT to the folder for results}
-STEPS=${STEPS:-8000}
+STEPS=${STEPS:-3000}
 MINUTES=${MINUTES:-6}
 N_EVAL=${N_EVAL:-512}
 RUNS=${RUNS:-runs/generation}
@@ -14,20 +14,20 @@ VARIANTS=${VARIANTS:-.gpu/variants}
 MAIN_VAE=${MAIN_VAE:-embedded-rgba}
 declare -A VAES=([main]=$MAIN_VAE [naive_mse]=$VARIANTS/naive_mse [no_reference_kl]=$VARIANTS/no_reference_kl)
 mkdir -p "$(dirname "$RUNS")"
-export TQDM_MININTERVAL=20
+export TQDM_MININTERVAL=20 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 pids=()
 for name in main naive_mse no_reference_kl; do
   vae=${VAES[$name]}
   if [[ $name != main && ! -f $vae/config.json ]]; then echo "skipping $name: $vae missing"; continue; fi
   python -m alphavae.generation_training --vae "$vae" --output "$RUNS/$name" --steps "$STEPS" \
-    --max-minutes "$MINUTES" > "$RUNS-$name.log" 2>&1 &
+    --max-minutes "$MINUTES" > "$OUT/train_$name.log" 2>&1 &
   pids+=($!)
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 for name in main naive_mse no_reference_kl; do
-  [[ -f $RUNS-$name.log ]] && { echo "== $name"; tr '\r' '\n' < "$RUNS-$name.log" | grep -v '^\s*$' | tail -4; }
-done | tee "$OUT/train_tail.log"
+  [[ -f $OUT/train_$name.log ]] && { echo "== $name"; tr '\r' '\n' < "$OUT/train_$name.log" | grep -v '^\s*$' | tail -3; }
+done
 [[ $status == 0 ]] || { echo "a training run failed"; exit 1; }
 models=(--model "main=$RUNS/main/model")
 for name in naive_mse no_reference_kl; do
@@ -35,5 +35,4 @@ for name in naive_mse no_reference_kl; do
 done
 python -m alphavae.gen_eval "${models[@]}" --n "$N_EVAL" --json "$OUT/generation.json" --md "$OUT/generation.md" \
   --command "OUT=\$OUT STEPS=$STEPS MINUTES=$MINUTES bash scripts/generation_gpu_run.sh"
-mkdir -p "$OUT/model"
-cp "$RUNS/main/model/"* "$OUT/model/"
+tar -C "$RUNS/main" -cf "$OUT/model.tar" model

@@ -144,7 +144,7 @@ def test_committed_generator_makes_real_transparency():
     0 % transparent; one that outputs fog gives ~100 % soft. We ask for a good share of transparent pixels
     (≥ 30 %), some opaque content (≥ 5 %) and soft edges: at least 1/8 of the data's soft share, at most 40 %."""
     images = generate("embedded-generator", n=8, seed=0, device="cpu")
-    assert images.shape == (8, 4, 128, 128)
+    assert images.shape == (8, 4, 256, 256)
     stats = alpha_statistics(images)
     soft_min = real_soft_share() / 8
     assert stats["transparent"] >= 0.30, stats
