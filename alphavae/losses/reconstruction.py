@@ -86,12 +86,17 @@ def abmse_loss(pred: torch.Tensor, target: torch.Tensor, moments: BackgroundMome
     return abmse_map(pred, target, moments).sum() / pred.shape[0]
 
 
-def sampled_composite_loss(pred: torch.Tensor, target: torch.Tensor, backgrounds: torch.Tensor) -> torch.Tensor:
+def sampled_composite_loss(pred: torch.Tensor, target: torch.Tensor, backgrounds: torch.Tensor,
+                           chunk: int = 64) -> torch.Tensor:
     """The Monte-Carlo counterpart of :func:`abmse_loss`: one loss per sampled background.
 
-    ``backgrounds`` is ``(N, 3)`` in [0, 1]; returns ``(N,)``: Σ ‖A(x, b) − A(x̂, b)‖² / batch size for each b.
-    Their mean converges to :func:`abmse_loss` with the backgrounds' moments.
+    ``backgrounds`` is ``(N, 3)`` in [0, 1]; returns ``(N,)``: Σ ‖A(x, b) − A(x̂, b)‖² / batch size for each b,
+    compositing explicitly (``chunk`` backgrounds at a time, to bound memory). Their mean converges to
+    :func:`abmse_loss` with the backgrounds' moments.
     """
     b = torch.as_tensor(backgrounds, dtype=pred.dtype, device=pred.device).view(-1, 1, 3, 1, 1)
-    err = composite_vae(target, b) - composite_vae(pred, b)
-    return err.square().flatten(1).sum(1) / pred.shape[0]
+    losses = []
+    for part in b.split(chunk):
+        err = composite_vae(target, part) - composite_vae(pred, part)
+        losses.append(err.square().flatten(1).sum(1) / pred.shape[0])
+    return torch.cat(losses)
