@@ -160,6 +160,21 @@ def rgb_ceiling(rgb_vae, targets: torch.Tensor, device: torch.device, lpips_mode
     return {"backgrounds": per_bg, "mean": mean, "alpha": {}}
 
 
+def ablation_results_dir() -> Path:
+    """The project's committed ablation results: ``alphavae/_results`` when installed, else ``results/``."""
+    here = Path(__file__).resolve().parent
+    installed = here / "_results"
+    return installed if (installed / "ablation.json").is_file() else here.parent / "results"
+
+
+def read_ablation(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """A written ``ablation.json`` (default: the committed one, :func:`ablation_results_dir`)."""
+    path = Path(path) if path is not None else ablation_results_dir() / "ablation.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no ablation results; run `alphavae train --ablation configs/ablation.json`")
+    return json.loads(path.read_text())
+
+
 def _row(name: str, kind: str, report: AlphaReport | dict, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     d = report.to_dict() if isinstance(report, AlphaReport) else report
     return {"name": name, "kind": kind, "mean": d["mean"], "alpha": d.get("alpha", {}),

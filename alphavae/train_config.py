@@ -16,6 +16,19 @@ from pathlib import Path
 from typing import Any
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def shipped_config(name: str) -> Path:
+    """``configs/<name>.json`` of the project (``toy``, ``main``, ``naive_mse``, …): inside the installed
+    package (``alphavae/_configs``) or at the root of a source checkout."""
+    for folder in (_PACKAGE_DIR / "_configs", _PACKAGE_DIR.parent / "configs"):
+        path = folder / f"{name}.json"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"configs/{name}.json not found; give the path of a config file instead")
+
+
 class ConfigError(ValueError):
     """A training configuration that cannot be used; the message names the file and the key."""
 

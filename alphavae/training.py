@@ -173,6 +173,14 @@ def average_gradients(accelerator: Accelerator, module: torch.nn.Module) -> None
         offset += n
 
 
+def broadcast_parameters(accelerator: Accelerator, module: torch.nn.Module | None) -> None:
+    """Copy process 0's parameters and buffers to every process (no-op on one process or ``None``)."""
+    if accelerator.num_processes == 1 or module is None:
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        torch.distributed.broadcast(tensor.data, src=0)
+
+
 def broadcast_buffers(accelerator: Accelerator, module: torch.nn.Module) -> None:
     """Copy process 0's buffers (BatchNorm running statistics) to every process, as DDP does."""
     if accelerator.num_processes == 1:
@@ -306,9 +314,12 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     if output.exists() and any(output.iterdir()) and not resume:
         raise FileExistsError(f"{output}: output folder is not empty; use --resume to continue, or another --output")
     acc = make_accelerator(config, output)
-    set_seed(config.seed, device_specific=True)
     train_files, heldout_files = train_and_heldout(config.data, config.split, config.max_images)
+    set_seed(config.seed)  # the same initial discriminator on every process…
     setup = build_setup(config, acc)
+    for module in (setup.model, setup.discriminator):
+        broadcast_parameters(acc, module)  # …and made sure of, as DDP does when it wraps a model
+    set_seed(config.seed, device_specific=True)  # then each process draws its own posterior samples
     counter = _Counter()
     for obj in (setup.model, setup.optimizer, setup.scheduler, counter):
         acc.register_for_checkpointing(obj)

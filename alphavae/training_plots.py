@@ -1,0 +1,68 @@
+"""Figures of training runs and of the ablation, for notebook 04: loss terms over steps, pictures per variant."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from alphavae.imageio import load_rgba
+from alphavae.plotting import show_rgba
+
+#: Terms plotted by default, in this order, when the log has them.
+LOSS_TERMS = ("loss/reconstruction", "loss/prior_kl", "loss/reference_kl", "loss/perceptual", "loss/adversarial",
+              "disc/loss", "adaptive_weight", "lr")
+
+
+def plot_loss_terms(logs: dict[str, list[dict[str, float]]] | list[dict[str, float]], terms: Sequence[str] | None = None,
+                    panel: float = 2.4) -> Figure:
+    """One panel per logged term (unweighted), value against step; ``logs`` is one run's ``read_log`` or
+    ``{label: log}`` for several runs drawn together. Positive terms on a log scale."""
+    runs = {"": logs} if isinstance(logs, list) else dict(logs)
+    present = {k for log in runs.values() for entry in log for k in entry}
+    terms = [t for t in (terms or LOSS_TERMS) if t in present]
+    if not terms:
+        raise ValueError("none of the terms to plot are in the log")
+    cols = min(4, len(terms))
+    rows = -(-len(terms) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * panel * 1.3, rows * panel), squeeze=False)
+    for ax in axes.flat[len(terms):]:
+        ax.set_axis_off()
+    for ax, term in zip(axes.flat, terms):
+        for label, log in runs.items():
+            points = [(e["step"], e[term]) for e in log if term in e]
+            if points:
+                steps, values = map(np.asarray, zip(*points))
+                ax.plot(steps, values, lw=1, label=label or None)
+        values = [e[term] for log in runs.values() for e in log if term in e]
+        if values and min(values) > 0:
+            ax.set_yscale("log")
+        ax.set_title(term, fontsize=8)
+        ax.set_xlabel("step", fontsize=7)
+        ax.tick_params(labelsize=7)
+    if len(runs) > 1:
+        axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def load_strip(path: str | os.PathLike, n: int) -> list[torch.Tensor]:
+    """Split an RGBA strip of ``n`` square images side by side (``results/ablation_recon/*.png``) into images."""
+    strip = load_rgba(path)
+    return list(strip.chunk(n, dim=-1))
+
+
+def show_variant_pictures(strips: str | os.PathLike, names: Sequence[str], n: int, panel: float = 1.6) -> Figure:
+    """The same ``n`` held-out images (columns) under each of ``names`` (rows: ``<strips>/<name>.png``),
+    over a checkerboard."""
+    images, titles = [], []
+    for name in names:
+        for i, image in enumerate(load_strip(Path(strips) / f"{name}.png", n)):
+            images.append(image)
+            titles.append(name if i == 0 else "")
+    return show_rgba(images, titles=titles, ncols=n, panel=panel)
