@@ -49,8 +49,9 @@ class PretrainConfig:
     batch_size: int = 32
     crop: int = 128
     scales: tuple[float, ...] = (1.0, 0.7, 0.5, 0.35, 0.25)
-    lr: float = 4e-4
-    warmup: int = 200
+    colour_augment: bool = True
+    lr: float = 8e-4
+    warmup: int = 300
     weight_decay: float = 0.01
     kl_weight: float = 1e-6
     lpips_weight: float = 1.0
@@ -97,13 +98,16 @@ class PhotoCrops:
     """Random square crops at several scales from a few photos kept whole in memory (on ``device``).
 
     Each photo is resized once per scale (antialiased bicubic); a crop is a random window of one scaled copy,
-    flipped left-right half the time. Sampling is driven by ``generator`` so a resumed run continues exactly.
+    flipped left-right half the time. With ``colour_augment`` the colour channels are also randomly permuted
+    and, with probability 0.2, inverted: a handful of photos then cover far more colours (a VAE must encode
+    any colour, and the RGBA composites it will see are often saturated). Sampling is driven by
+    ``generator`` so a resumed run continues exactly.
     """
 
-    def __init__(self, files: list[Path], crop: int, scales: tuple[float, ...], device: torch.device):
+    def __init__(self, files: list[Path], crop: int, scales: tuple[float, ...], device: torch.device, colour_augment: bool = False):
         if not files:
             raise ValueError("no training photos")
-        self.crop = crop
+        self.crop, self.colour_augment = crop, colour_augment
         self.levels: list[torch.Tensor] = []
         for path in files:
             photo = load_photo(path)[None]
@@ -117,16 +121,23 @@ class PhotoCrops:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """A batch ``(B, 3, crop, crop)`` in [0, 1]."""
+        which = torch.randint(len(self.levels), (batch_size,), generator=generator).tolist()
+        corner = torch.rand(batch_size, 2, generator=generator).tolist()
+        flip = (torch.rand(batch_size, generator=generator) < 0.5).tolist()
+        perms = torch.rand(batch_size, 3, generator=generator).argsort(1)
+        invert = torch.rand(batch_size, generator=generator) < 0.2
         crops = []
-        for _ in range(batch_size):
-            image = self.levels[int(torch.randint(len(self.levels), (1,), generator=generator))]
-            top = int(torch.randint(image.shape[-2] - self.crop + 1, (1,), generator=generator))
-            left = int(torch.randint(image.shape[-1] - self.crop + 1, (1,), generator=generator))
-            crop = image[:, top : top + self.crop, left : left + self.crop]
-            if bool(torch.rand((), generator=generator) < 0.5):
-                crop = crop.flip(-1)
-            crops.append(crop)
-        return torch.stack(crops)
+        for i, (u, v) in zip(which, corner):
+            image = self.levels[i]
+            top = int(u * (image.shape[-2] - self.crop + 1))
+            left = int(v * (image.shape[-1] - self.crop + 1))
+            crops.append(image[:, top : top + self.crop, left : left + self.crop])
+        batch = torch.stack(crops)
+        batch = torch.where(torch.tensor(flip, device=batch.device).view(-1, 1, 1, 1), batch.flip(-1), batch)
+        if self.colour_augment:
+            batch = batch.gather(1, perms.to(batch.device).view(-1, 3, 1, 1).expand_as(batch))
+            batch = torch.where(invert.to(batch.device).view(-1, 1, 1, 1), 1 - batch, batch)
+        return batch
 
 
 def load_perceptual(weight: float, device: torch.device):
@@ -218,7 +229,7 @@ def train(config: PretrainConfig, resume: bool = False) -> Path:
     generator = torch.Generator().manual_seed(config.seed)
 
     train_files, held_out = split_photos(list_images(config.photos))
-    crops = PhotoCrops(train_files, config.crop, tuple(config.scales), device)
+    crops = PhotoCrops(train_files, config.crop, tuple(config.scales), device, config.colour_augment)
     vae = build_vae(config).to(device).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, config.warmup, config.steps))
@@ -266,6 +277,7 @@ def train(config: PretrainConfig, resume: bool = False) -> Path:
     progress.close()
 
     vae.eval()
+    crops.colour_augment = False  # the latent statistics of the photos as they are
     scale = latent_scaling_factor(vae, crops, n_batches=16, batch_size=32, generator=torch.Generator().manual_seed(config.seed + 1))
     vae.register_to_config(scaling_factor=scale, shift_factor=None)
     final = save_fp16(vae, Path(config.output) / "embedded-vae")
@@ -292,6 +304,8 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     parser.add_argument("--block-out-channels", type=int, nargs="+", default=list(defaults.block_out_channels))
     parser.add_argument("--scales", type=float, nargs="+", default=list(defaults.scales))
+    parser.add_argument("--no-colour-augment", dest="colour_augment", action="store_false",
+                        help="train on the photos' own colours only (no channel permutation / inversion)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     return parser
