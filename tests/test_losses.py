@@ -276,3 +276,12 @@ def test_objective_with_mse_and_zero_weights():
         recon = vae(x01 * 2 - 1).sample
     assert set(logs) == {"loss/reconstruction", "weighted/reconstruction", "total"}
     assert logs["total"] == pytest.approx(naive_mse_loss(recon, x01 * 2 - 1).item(), rel=1e-5)
+
+
+def test_objective_without_reconstruction_terms_gives_the_gan_no_weight():
+    vae = convert_to_rgba(_tiny_rgb()).train().requires_grad_(True)
+    obj = AlphaVAEObjective(LossWeights(reconstruction=0, perceptual=0, prior_kl=0, disc_start=0),
+                            discriminator=PatchDiscriminator(base_channels=8))
+    assert "reconstruction skipped: weight is 0" in obj.notes
+    loss, logs, _ = obj.generator_step(vae, (_pair(size=32)[1] + 1) / 2, step=0)
+    assert "loss/reconstruction" not in logs and logs["adaptive_weight"] == 0 and loss.item() == 0

@@ -139,7 +139,9 @@ class AlphaVAEObjective:
         posterior = vae.encode(x).latent_dist
         z = posterior.sample(generator=self.generator) if self.sample_posterior else posterior.mode()
         recon = vae.decode(z).sample.float()  # losses in fp32 even under bf16 autocast
-        raw: dict[str, torch.Tensor] = {"reconstruction": self.reconstruction_term(recon, x)}
+        raw: dict[str, torch.Tensor] = {}
+        if self.active("reconstruction"):
+            raw["reconstruction"] = self.reconstruction_term(recon, x)
         if self.active("perceptual"):
             raw["perceptual"] = perc.perceptual_loss(recon, x, self.lpips_model, self.perceptual_backgrounds)
         if self.active("prior_kl"):
@@ -151,7 +153,7 @@ class AlphaVAEObjective:
         if self.active("adversarial", step):
             raw["adversarial"], weighted["adversarial"], logs["adaptive_weight"] = self._adversarial(
                 vae, recon, weighted, last_layer_weight)
-        loss = sum(weighted.values())
+        loss = sum(weighted.values(), start=recon.new_zeros(()))
         for term in raw:
             logs[f"loss/{term}"] = float(raw[term].detach())
             logs[f"weighted/{term}"] = float(weighted[term].detach())
@@ -169,11 +171,11 @@ class AlphaVAEObjective:
         finally:
             for p, flag in zip(d.parameters(), was):
                 p.requires_grad_(flag)
-        if torch.is_grad_enabled() and gan.requires_grad:
+        rec = sum((weighted[t] for t in ("reconstruction", "perceptual") if t in weighted), start=recon.new_zeros(()))
+        if torch.is_grad_enabled() and gan.requires_grad and rec.requires_grad:
             w = last_layer_weight if last_layer_weight is not None else vae.decoder.conv_out.weight
-            rec = weighted["reconstruction"] + weighted.get("perceptual", 0.0)
             lam = adv.adaptive_weight(rec, gan, w)
-        else:  # evaluation without a graph: λ cannot be measured, so the term does not count
+        else:  # no graph (evaluation) or no reconstruction terms: λ is 0 by its definition or cannot be measured
             lam = torch.zeros((), device=recon.device)
         return gan, self.weights.adversarial * lam * gan, float(lam)
 
