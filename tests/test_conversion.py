@@ -116,3 +116,10 @@ def test_gradients_reach_the_new_alpha_weights():
     out = rgba(_inputs()).sample
     out[:, 3].square().sum().backward()
     assert rgba.decoder.conv_out.weight.grad[3].abs().sum() > 0
+
+
+def test_dtype_is_kept():
+    """A half-precision VAE (how the embedded weights are stored) converts to a half-precision RGBA VAE."""
+    rgba = convert_to_rgba(_random(SD_STYLE).half())
+    assert {p.dtype for p in rgba.parameters()} == {torch.float16}
+    assert rgba.decoder.conv_out.bias[3].item() == 1.0
