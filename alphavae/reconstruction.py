@@ -112,8 +112,10 @@ def reconstruct_folder(vae: AutoencoderKL, input_dir: str | Path, output_dir: st
                 result.bad_files[path] = str(exc)
                 progress.update(1)
                 continue
-            key = tuple(resize_long_side(rgba[:1], size).shape[-2:]) if size is not None else tuple(rgba.shape[-2:])
-            x = prepare(rgba, in_channels, size, background)
+            if size is not None:
+                rgba = resize_long_side(rgba, size)
+            key = tuple(rgba.shape[-2:])
+            x = prepare(rgba, in_channels, None, background)
             pending.setdefault(key, []).append((path, x))
             if len(pending[key]) >= batch_size:
                 flush(key)

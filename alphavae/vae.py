@@ -10,6 +10,7 @@ Offline (``HF_HUB_OFFLINE=1``) and not cached → :class:`VAELoadError`, one lin
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -79,7 +80,9 @@ def load_vae(spec: str, device: str | torch.device | None = None, dtype: torch.d
     where, subfolder = resolve_spec(spec)
     is_local = Path(where).is_dir()
     try:
-        vae = AutoencoderKL.from_pretrained(where, subfolder=subfolder, torch_dtype=dtype, use_safetensors=True)
+        with warnings.catch_warnings():  # huggingface_hub's deprecation noise about an argument diffusers passes
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            vae = AutoencoderKL.from_pretrained(where, subfolder=subfolder, torch_dtype=dtype, use_safetensors=True)
     except Exception as exc:  # diffusers/huggingface_hub raise OSError, EnvironmentError, HF*Error, ValueError...
         if is_local:
             raise VAELoadError(f"{spec}: not a loadable AutoencoderKL folder ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc

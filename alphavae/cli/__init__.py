@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("eval", "convert", "train", "generate")
+COMMANDS = ("eval", "reconstruct", "convert", "train", "generate")
 
 
 class CLIError(Exception):

@@ -1,0 +1,133 @@
+"""The pretraining recipe end to end on the CPU at toy size (exact resume included), its pieces, and the
+photo-set rebuild script on a fake package tree (offline)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from alphavae.blending import composite
+from alphavae.data import sample_dir
+from alphavae.imageio import list_images, load_rgba, resize_long_side, save_png
+from alphavae.pretrain import PhotoCrops, PretrainConfig, lr_lambda, split_photos, train
+from alphavae.vae import load_vae
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_photos(tmp_path_factory) -> Path:
+    """Six small real RGB images: sample clip art over white, 96 px (the shipped data, so CI needs no
+    ../shared; the toy run checks the recipe's mechanics, not photo quality)."""
+    folder = tmp_path_factory.mktemp("photos")
+    for path in list_images(sample_dir())[:6]:
+        rgb = composite(resize_long_side(load_rgba(path), 96), (1.0, 1.0, 1.0))
+        save_png(rgb, folder / f"{path.stem}.png")
+    return folder
+
+
+def toy_config(photos: Path, output: Path, **overrides) -> PretrainConfig:
+    settings = dict(photos=str(photos), output=str(output), steps=4, batch_size=2, crop=32, scales=(1.0, 0.5),
+                    block_out_channels=(8, 8, 16, 16), norm_num_groups=4, warmup=2, checkpoint_every=2,
+                    lpips_weight=0.0, device="cpu")
+    return PretrainConfig(**{**settings, **overrides})
+
+
+def test_split_holds_out_every_sixth_sorted_file():
+    files = [Path(f"{c}.jpg") for c in "lkjihgfedcba"]
+    train_files, held = split_photos(files)
+    assert held == [Path("f.jpg"), Path("l.jpg")]
+    assert len(train_files) == 10 and not set(train_files) & set(held)
+
+
+def test_crops_are_reproducible_and_in_range(tiny_photos):
+    crops = PhotoCrops(list_images(tiny_photos), 32, (1.0, 0.5), torch.device("cpu"), colour_augment=True)
+    a = crops.sample(5, torch.Generator().manual_seed(1))
+    b = crops.sample(5, torch.Generator().manual_seed(1))
+    assert a.shape == (5, 3, 32, 32) and torch.equal(a, b) and 0 <= a.min() and a.max() <= 1
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        PhotoCrops(list_images(tiny_photos), 512, (1.0,), torch.device("cpu"))
+
+
+def test_learning_rate_warms_up_then_decays():
+    values = [lr_lambda(s, warmup=10, total=100) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0) and values[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+
+
+def test_recipe_runs_end_to_end_and_resumes_exactly(tiny_photos, tmp_path):
+    straight = train(toy_config(tiny_photos, tmp_path / "straight"))
+
+    interrupted = toy_config(tiny_photos, tmp_path / "resumed", max_minutes=0.0)
+    checkpoint = train(interrupted)  # stops after its first step, with a checkpoint
+    assert checkpoint.name == "checkpoint.pt" and torch.load(checkpoint, weights_only=False)["step"] == 1
+    resumed = train(toy_config(tiny_photos, tmp_path / "resumed"), resume=True)
+
+    a, b = load_vae(str(straight)), load_vae(str(resumed))
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+    config = json.loads((straight / "config.json").read_text())
+    assert config["in_channels"] == 3 and config["latent_channels"] == 4 and config["scaling_factor"] != 0.18215
+    with safe_open(straight / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+    summary = json.loads((tmp_path / "straight" / "pretrain_summary.json").read_text())
+    assert summary["steps_done"] == 4
+    assert any("held-out photos: " in n for n in summary["config"]["notes"])
+    assert any("LPIPS term off" in n for n in summary["config"]["notes"])
+
+
+def test_scaling_factor_is_one_over_latent_std(tiny_photos, tmp_path):
+    from alphavae.pretrain import build_vae, latent_scaling_factor
+
+    torch.manual_seed(0)
+    vae = build_vae(toy_config(tiny_photos, tmp_path)).eval()
+    crops = PhotoCrops(list_images(tiny_photos), 32, (1.0,), torch.device("cpu"))
+    factor = latent_scaling_factor(vae, crops, n_batches=2, batch_size=4, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z = torch.cat([vae.encode(crops.sample(4, g) * 2 - 1).latent_dist.sample() for _ in range(2)])
+    assert factor * z.std().item() == pytest.approx(1.0, rel=0.05)  # posterior samples differ between the two draws
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("rebuild_rgb_photos", ROOT / "scripts" / "rebuild_rgb_photos.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rebuild_script_on_a_fake_package_tree(tmp_path):
+    script = load_script()
+    tree = tmp_path / "tree"
+    big = tree / "usr/share/backgrounds/mate/nature/Big.jpg"
+    big.parent.mkdir(parents=True)
+    Image.new("RGB", (2048, 1280), (10, 120, 200)).save(big)
+    small = tree / "usr/share/wallpapers/Small/contents/images/640x400.png"
+    small.parent.mkdir(parents=True)
+    Image.new("RGBA", (640, 400), (200, 30, 30, 255)).save(small)
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "package", "source", "license", "width", "height", "soft_alpha"])
+        writer.writerow(["Big.jpg", "pkg-a", "nature/Big.jpg", "GPL-2+", 1024, 640, 0.0])
+        writer.writerow(["small.jpg", "pkg-b", "Small/contents/images/640x400.png", "GPL-2+", 640, 400, 0.0])
+    out = tmp_path / "out"
+    assert script.main(["--manifest", str(manifest), "--out", str(out), "--package-dir", f"pkg-a={tree}",
+                        "--package-dir", f"pkg-b={tree}"]) == 0
+    with Image.open(out / "Big.jpg") as im:
+        assert im.format == "JPEG" and im.size == (1024, 640)
+    with Image.open(out / "small.jpg") as im:
+        assert im.size == (640, 400)  # never enlarged
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert [r["file"] for r in rows] == ["Big.jpg", "small.jpg"] and rows[0]["license"] == "GPL-2+"
+    with pytest.raises(FileNotFoundError, match="Missing.jpg"):
+        script.find_source(tree, "nature/Missing.jpg")
