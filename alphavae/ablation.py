@@ -14,6 +14,7 @@ that background, scored against that composite — what the RGB VAE achieves whe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -36,7 +37,7 @@ from alphavae.perceptual import LPIPSUnavailable, load_lpips, lpips_unavailable_
 from alphavae.train_config import ConfigError, TrainConfig, load_config
 from alphavae.train_data import train_and_heldout
 from alphavae.training import read_log, reconstruct, train
-from alphavae.vae import load_vae
+from alphavae.vae import load_vae, resolve_spec
 
 #: Keys that must be equal across variants (same start, same data, same length).
 SHARED_KEYS = ("vae", "data", "split", "image_size", "max_images", "steps", "batch_size", "seed")
@@ -175,6 +176,13 @@ def read_ablation(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def weights_sha256(spec: str) -> str | None:
+    """sha256 of a local SPEC's ``diffusion_pytorch_model.safetensors`` (which start the variants had), else None."""
+    folder, subfolder = resolve_spec(spec)
+    path = Path(folder) / (subfolder or "") / "diffusion_pytorch_model.safetensors"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def _row(name: str, kind: str, report: AlphaReport | dict, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     d = report.to_dict() if isinstance(report, AlphaReport) else report
     return {"name": name, "kind": kind, "mean": d["mean"], "alpha": d.get("alpha", {}),
@@ -256,7 +264,8 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
     rows.append(_row("RGB VAE on composites (ceiling)", "reference", rgb_ceiling(rgb_vae, targets, device, lpips_model)))
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
     result = {"rows": rows, "n_images": len(targets), "image_size": first.image_size, "steps": first.steps,
-              "batch_size": first.batch_size, "vae": first.vae, "machine": machine, "command": command,
+              "batch_size": first.batch_size, "vae": first.vae, "vae_sha256": weights_sha256(first.vae),
+              "machine": machine, "command": command,
               "lpips_unavailable": lpips_model is None, "pictures": [heldout[i].name for i in picks],
               "notes": notes + [f"{name}: {cfg.description}" for name, cfg in configs.items() if cfg.description]}
     results.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, fields
@@ -31,7 +32,8 @@ from accelerate.utils import set_seed
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
+from diffusers.utils import logging as diffusers_logging
+from tqdm import tqdm
 
 from alphavae.blending import over_checkerboard
 from alphavae.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -267,7 +269,12 @@ def _atomic_save_pretrained(model: AutoencoderKL, path: Path, dtype: torch.dtype
     """``save_pretrained`` a ``dtype`` copy into a temporary folder, then rename it to ``path``."""
     tmp = path.with_name(f".tmp-{path.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    copy.deepcopy(model).to("cpu", dtype).save_pretrained(tmp, safe_serialization=True)
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its fp16 cast warning is about modules this VAE does not have
+    try:
+        copy.deepcopy(model).to("cpu", dtype).save_pretrained(tmp, safe_serialization=True)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)
@@ -357,8 +364,8 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     if acc.is_main_process and log_file.exists():  # drop lines logged after the checkpoint we resumed from
         kept = [line for line in log_file.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= start]
         log_file.write_text("".join(line + "\n" for line in kept))
-    quiet = {} if acc.is_local_main_process else {"disable": True}  # else tqdm's defaults ($TQDM_DISABLE, …)
-    progress = tqdm(total=config.steps, initial=start, desc="train", **quiet)
+    quiet = not acc.is_local_main_process or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+    progress = tqdm(total=config.steps, initial=start, desc="train", disable=quiet)
     t0, images_per_s = time.perf_counter(), 0.0
     for step, batch in zip(range(start, end), loader):
         logs = train_step(setup, batch, step)
