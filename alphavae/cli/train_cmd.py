@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from alphavae.cli import CLIError
+
 EPILOG = """examples:
   alphavae train --config configs/toy.json --output runs/toy
   alphavae train --config configs/toy.json --output runs/toy --resume
@@ -42,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
         overrides["steps"] = args.steps
     if args.device == "cpu":
         overrides["device"] = "cpu"
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CLIError("--device cuda: no CUDA GPU is available here (use --device auto or cpu)")
     if args.ablation is not None:
         from alphavae.ablation import run_ablation
 
