@@ -195,3 +195,14 @@ def test_two_processes_gloo_end_with_identical_weights(tiny_vae, tmp_path):
     assert not torch.equal(r0["vae.decoder.conv_in.weight"], start["decoder.conv_in.weight"])  # it did train
     info = json.loads((out / "run.json").read_text())
     assert info["processes"] == 2
+
+
+def test_gradient_checkpointing_changes_memory_not_results(tiny_vae, tmp_path):
+    plain = train(config_from_dict(tiny_config(tiny_vae, steps=3, ema_decay=None)), tmp_path / "plain")
+    ckpt = train(config_from_dict(tiny_config(tiny_vae, steps=3, ema_decay=None, gradient_checkpointing=True)),
+                 tmp_path / "ckpt")
+    assert ckpt.model.is_gradient_checkpointing
+    a, b = read_log(plain.output), read_log(ckpt.output)
+    assert [e["total"] for e in a] == pytest.approx([e["total"] for e in b], rel=1e-4)
+    for key, value in weights_of(plain.output).items():
+        assert torch.allclose(value, weights_of(ckpt.output)[key], atol=1e-5), key
