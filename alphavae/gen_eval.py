@@ -210,6 +210,21 @@ def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, devi
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "models": results}
 
 
+def results_dir() -> Path:
+    """The committed results: ``alphavae/_results`` when installed, else the checkout's ``results/``."""
+    here = Path(__file__).resolve().parent
+    installed = here / "_results"
+    return installed if (installed / "generation.json").is_file() else here.parent / "results"
+
+
+def read_results(path: str | Path | None = None) -> dict:
+    """A written ``generation.json`` (default: the committed one)."""
+    path = Path(path) if path is not None else results_dir() / "generation.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no generation results; run `bash scripts/generation_gpu_run.sh` on a GPU")
+    return json.loads(path.read_text())
+
+
 def results_markdown(report: dict, command: str) -> str:
     """The comparison as a Markdown table (means over the 9 backgrounds) with the command and device."""
     lines = ["# Generation: generated vs held-out real transparent images", "",

@@ -245,3 +245,18 @@ def generate(model_spec: str = "embedded-generator", n: int = 4, seed: int = 0, 
     """
     generator = load_generator(model_spec, device=device)
     return generate_with(generator, n, seed, size, classes, guidance_scale, num_inference_steps)
+
+
+def paste(scene: torch.Tensor, rgba: torch.Tensor, top: int, left: int) -> torch.Tensor:
+    """Composite an RGBA asset ``(4, h, w)`` over an RGB scene ``(3, H, W)`` at ``(top, left)`` (clipped at the
+    edges): A = c·α + scene·(1 − α) where the asset lies, the scene elsewhere. Returns a new tensor."""
+    out = scene.clone()
+    h, w = rgba.shape[-2:]
+    t0, l0 = max(top, 0), max(left, 0)
+    t1, l1 = min(top + h, scene.shape[-2]), min(left + w, scene.shape[-1])
+    if t1 <= t0 or l1 <= l0:
+        return out
+    patch = rgba[:, t0 - top : t1 - top, l0 - left : l1 - left]
+    alpha = patch[3:4]
+    out[:, t0:t1, l0:l1] = patch[:3] * alpha + out[:, t0:t1, l0:l1] * (1 - alpha)
+    return out
