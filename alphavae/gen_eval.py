@@ -242,7 +242,7 @@ def results_markdown(report: dict, command: str) -> str:
                      f"{m['fd']:.2f} | {inc} | {100 * a['transparent']:.1f} | {100 * a['soft']:.1f} | {100 * a['opaque']:.1f} |")
     lines.append(f"| held-out real images | - | - | - | - | - | {100 * real_alpha['transparent']:.1f} | "
                  f"{100 * real_alpha['soft']:.1f} | {100 * real_alpha['opaque']:.1f} |")
-    notes = sorted({note for r in report["models"].values() for note in r["notes"]})
+    notes = list(report.get("notes", [])) + sorted({note for r in report["models"].values() for note in r["notes"]})
     lines += ["", "KID-VAE / FD-VAE: Fréchet and kernel distances on features of the project's pretrained RGB VAE "
               f"encoder (`{report['feature_vae']}`), the offline substitute for FID — **not FID**; lower is better. "
               "Alpha columns: share of pixels with α < 0.01 / in between / α > 0.99.", ""]
@@ -269,9 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True)
     parser.add_argument("--md", required=True)
     parser.add_argument("--command", help="the command to record (default: this one)")
+    parser.add_argument("--note", action="append", default=[], help="a line to add under the table (repeat)")
     args = parser.parse_args(argv)
     models = dict(m.split("=", 1) for m in args.model)
     report = compare_generators(models, n=args.n, seed=args.seed, device=args.device)
+    report["notes"] = args.note
     command = args.command or "python -m alphavae.gen_eval " + " ".join(sys.argv[1:] if argv is None else argv)
     write_results(report, args.json, args.md, command)
     print(results_markdown(report, command))

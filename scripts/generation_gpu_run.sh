@@ -34,5 +34,6 @@ for name in naive_mse no_reference_kl; do
   [[ -d $RUNS/$name/model ]] && models+=(--model "$name=$RUNS/$name/model")
 done
 python -m alphavae.gen_eval "${models[@]}" --n "$N_EVAL" --json "$OUT/generation.json" --md "$OUT/generation.md" \
-  --command "OUT=\$OUT STEPS=$STEPS MINUTES=$MINUTES bash scripts/generation_gpu_run.sh"
+  --command "OUT=\$OUT STEPS=$STEPS MINUTES=$MINUTES bash scripts/generation_gpu_run.sh" \
+  --note "Baseline VAEs: the naive_mse and no_reference_kl RGBA VAEs of notebook 04's ablation (results/ablation.md), trained with benchmarks/gpu_ablation.sh and not shipped (git-ignored $VARIANTS/)."
 tar -C "$RUNS/main" -cf "$OUT/model.tar" model
