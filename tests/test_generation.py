@@ -155,3 +155,18 @@ def test_committed_generator_makes_real_transparency():
     assert soft_min <= stats["soft"] <= 0.80, (stats, soft_min)
     per_image = [alpha_statistics(x[None])["transparent"] for x in images]
     assert sum(t > 0.005 for t in per_image) >= 3, per_image
+
+
+def test_paste_composites_only_where_the_asset_lies_and_clips_at_edges():
+    from alphavae.generation import paste
+
+    scene = torch.full((3, 4, 5), 0.2)
+    asset = torch.zeros(4, 2, 3)
+    asset[:3] = 1.0
+    asset[3] = torch.tensor([[1.0, 0.5, 0.0], [0.25, 0.0, 1.0]])
+    out = paste(scene, asset, top=3, left=3)  # only the asset's first row and two columns fit
+    expected = scene.clone()
+    expected[:, 3, 3] = 1.0 * 1.0 + 0.2 * 0.0
+    expected[:, 3, 4] = 1.0 * 0.5 + 0.2 * 0.5
+    assert torch.allclose(out, expected) and torch.equal(scene, torch.full((3, 4, 5), 0.2))
+    assert torch.equal(paste(scene, asset, top=10, left=0), scene)
