@@ -19,6 +19,7 @@ it and writes ``results/generation.json`` + ``.md`` (with the command and device
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ from alphavae.data import RGBAFolder, shared_data_dir
 from alphavae.generation import generate_with, load_generator
 from alphavae.imageio import atomic_write
 from alphavae.splits import read_split, split_files
-from alphavae.vae import load_vae, torch_device
+from alphavae.vae import load_vae, resolve_spec, torch_device
 
 #: α below this is "transparent", above ``OPAQUE`` "opaque", in between "soft".
 TRANSPARENT, OPAQUE = 0.01, 0.99
@@ -186,6 +187,13 @@ def load_split_images(size: int, which: str = "heldout", root: str | Path | None
     return torch.stack([dataset[i] for i in range(len(dataset))])
 
 
+def weights_sha256(spec: str) -> str | None:
+    """sha256 of a local VAE's safetensors weights (which ``embedded`` the features came from), else None."""
+    where, subfolder = resolve_spec(spec)
+    path = Path(where) / (subfolder or "") / "diffusion_pytorch_model.safetensors"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, device: str = "auto",
                        feature_vae: str = "embedded", root: str | None = None, split: str | None = None) -> dict:
     """Sample ``n`` images from each generator folder and score them against the held-out split.
@@ -207,6 +215,7 @@ def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, devi
     results["train split (reference)"] = {"generator": "real training images", "vae": "-", "steps": None,
                                           **evaluate_generation(train, real, feature, real_features=real_features)}
     return {"n_generated": n, "seed": seed, "image_size": size, "feature_vae": feature_vae,
+            "feature_vae_sha256": weights_sha256(feature_vae),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "models": results}
 
 
