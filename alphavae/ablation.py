@@ -14,7 +14,6 @@ that background, scored against that composite — what the RGB VAE achieves whe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -37,7 +36,7 @@ from alphavae.perceptual import LPIPSUnavailable, load_lpips, lpips_unavailable_
 from alphavae.train_config import ConfigError, TrainConfig, load_config
 from alphavae.train_data import train_and_heldout
 from alphavae.training import read_log, reconstruct, train
-from alphavae.vae import load_vae, resolve_spec
+from alphavae.vae import load_vae, weights_sha256
 
 #: Keys that must be equal across variants (same start, same data, same length).
 SHARED_KEYS = ("vae", "data", "split", "image_size", "max_images", "steps", "batch_size", "seed")
@@ -175,12 +174,6 @@ def read_ablation(path: str | os.PathLike | None = None) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: no ablation results; run `alphavae train --ablation configs/ablation.json`")
     return json.loads(path.read_text())
 
-
-def weights_sha256(spec: str) -> str | None:
-    """sha256 of a local SPEC's ``diffusion_pytorch_model.safetensors`` (which start the variants had), else None."""
-    folder, subfolder = resolve_spec(spec)
-    path = Path(folder) / (subfolder or "") / "diffusion_pytorch_model.safetensors"
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def _row(name: str, kind: str, report: AlphaReport | dict, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -19,7 +19,6 @@ it and writes ``results/generation.json`` + ``.md`` (with the command and device
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from alphavae.data import RGBAFolder, shared_data_dir
 from alphavae.generation import generate_with, load_generator
 from alphavae.imageio import atomic_write
 from alphavae.splits import read_split, split_files
-from alphavae.vae import load_vae, resolve_spec, torch_device
+from alphavae.vae import load_vae, torch_device, weights_sha256
 
 #: α below this is "transparent", above ``OPAQUE`` "opaque", in between "soft".
 TRANSPARENT, OPAQUE = 0.01, 0.99
@@ -186,12 +185,6 @@ def load_split_images(size: int, which: str = "heldout", root: str | Path | None
     dataset = RGBAFolder(root, size=size, files=files)
     return torch.stack([dataset[i] for i in range(len(dataset))])
 
-
-def weights_sha256(spec: str) -> str | None:
-    """sha256 of a local VAE's safetensors weights (which ``embedded`` the features came from), else None."""
-    where, subfolder = resolve_spec(spec)
-    path = Path(where) / (subfolder or "") / "diffusion_pytorch_model.safetensors"
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, device: str = "auto",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from alphavae.blending import from_vae_range
-from alphavae.vae import load_vae, resolve_spec, torch_device
+from alphavae.vae import load_vae, resolve_spec, torch_device, weights_sha256
 
 #: The file beside the UNet that says how the generator pairs with its VAE and how to sample it.
 INFO_FILE = "generator.json"
@@ -127,6 +128,18 @@ def _read_info(where: str, subfolder: str | None, spec: str) -> dict:
     return json.loads(Path(hf_hub_download(where, INFO_FILE, subfolder=subfolder)).read_text())
 
 
+def _warn_if_unpaired(info: dict, vae_spec: str) -> None:
+    """Warn when the VAE's weights are not the ones the generator was trained on (``vae_sha256``).
+
+    A generator only understands the latent space of its own VAE: a retrained VAE under the same SPEC decodes
+    its samples into noise or wrong colours, with no error anywhere else.
+    """
+    expected, actual = info.get("vae_sha256"), weights_sha256(vae_spec)
+    if expected and actual and actual != expected:
+        warnings.warn(f"{vae_spec}: its weights (sha256 {actual[:12]}…) are not the ones this generator was trained on "
+                      f"({expected[:12]}…); retrain the generator on this VAE's latents", stacklevel=3)
+
+
 def load_generator(spec: str = "embedded-generator", device: str | torch.device | None = None,
                    vae_spec: str | None = None) -> LatentGenerator:
     """Load a generator SPEC (``embedded-generator``, a folder, or ``hub-id[:subfolder]``) with its RGBA VAE.
@@ -145,6 +158,7 @@ def load_generator(spec: str = "embedded-generator", device: str | torch.device 
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise GeneratorLoadError(f"{spec}: cannot load the generator ({first}); pass a local generator folder") from exc
     vae = load_vae(vae_spec or info["vae"])
+    _warn_if_unpaired(info, vae_spec or info["vae"])
     if vae.config.out_channels != 4:
         raise GeneratorLoadError(f"{vae_spec or info['vae']}: the paired VAE has {vae.config.out_channels} output channels, not 4 (RGBA)")
     unet.eval().requires_grad_(False)

@@ -33,7 +33,7 @@ from alphavae.data import RGBAFolder, shared_data_dir
 from alphavae.generation import UNetShape, build_unet, save_generator, training_scheduler
 from alphavae.imageio import atomic_write
 from alphavae.splits import read_split, split_files
-from alphavae.vae import latent_factors, load_vae, torch_device
+from alphavae.vae import latent_factors, load_vae, torch_device, weights_sha256
 
 #: The split shared with the RGBA VAE trainer (helper E's file): same held-out images everywhere.
 DEFAULT_SPLIT = Path(__file__).resolve().parent.parent / "configs" / "split-rgba-train.json"
@@ -119,9 +119,14 @@ Training: DDPM (cosine betas, {config.prediction_type}), {info['steps_done']} st
 AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, bf16 on {info['device']},
 {info['train_minutes']:.1f} min. Sampling: DPM-Solver++ ({config.num_inference_steps} steps).
 
-Rebuild:
+Paired VAE weights: `{config.vae}` with sha256 `{info.get('vae_sha256') or 'unknown (not a local folder)'}`; if that VAE is
+retrained, retrain this model. Generate: `alphavae generate --model embedded-generator --n 4 --seed 0 --output /tmp/g`.
+
+Rebuild this model (data in `$ALPHAVAE_SHARED_DATA/rgba-train`):
 
     {command}
+
+This model and the comparison table together, on one GPU: `OUT=/tmp/out STEPS=3000 MINUTES=5.6 bash scripts/generation_gpu_run.sh`.
 
 Limits: a teaching model — {config.image_size} px clip art, tiny, trained minutes; the samples show real transparency
 (soft edges, holes), not fine detail. Quality against held-out images: `results/generation.md`.
@@ -223,7 +228,7 @@ def train_generator(config: GeneratorConfig, output: str | Path, resume: bool = 
     ema.copy_to(unet.parameters())
     unet.eval()
     info = {
-        "vae": config.vae, "class_names": class_names, "image_size": config.image_size,
+        "vae": config.vae, "vae_sha256": weights_sha256(config.vae), "class_names": class_names, "image_size": config.image_size,
         "shift_factor": shift, "scaling_factor": scale, "guidance_scale": config.guidance_scale,
         "num_inference_steps": config.num_inference_steps, "sampler": "DPMSolverMultistepScheduler (dpmsolver++)",
         "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",

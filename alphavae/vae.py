@@ -9,6 +9,7 @@ Offline (``HF_HUB_OFFLINE=1``) and not cached → :class:`VAELoadError`, one lin
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -102,3 +103,13 @@ def latent_factors(vae: AutoencoderKL) -> tuple[float, float]:
     config = vae.config
     shift = getattr(config, "shift_factor", None) or 0.0
     return float(shift), float(config.scaling_factor)
+
+
+def weights_sha256(spec: str) -> str | None:
+    """sha256 of a local SPEC's ``diffusion_pytorch_model.safetensors``, else None (a hub id, or no such file).
+
+    Results record it so a table names the exact weights it came from, not only a SPEC whose files may change.
+    """
+    where, subfolder = resolve_spec(spec)
+    path = Path(where) / (subfolder or "") / "diffusion_pytorch_model.safetensors"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
