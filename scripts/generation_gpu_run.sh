@@ -2,7 +2,9 @@
 # The GPU run behind data/models/embedded-generator and results/generation.{md,json} (notebook 05).
 # Trains three generators at once on one GPU — on the latents of the main RGBA VAE (embedded-rgba) and of
 # the two ablation VAEs (naive-MSE reconstruction, no reference KL) — then samples and scores all three
-# against the held-out split. Usage (repo root, data in $ALPHAVAE_SHARED_DATA/rgba-train):
+# against the held-out split. The two baseline VAEs are the ablation's (benchmarks/gpu_ablation.sh):
+# copy runs/ablation/{naive_mse,no_reference_kl}/model-fp16 to $VARIANTS/{naive_mse,no_reference_kl}.
+# Usage (repo root, data in $ALPHAVAE_SHARED_DATA/rgba-train):
 #   OUT=/tmp/out STEPS=3000 MINUTES=6.5 bash scripts/generation_gpu_run.sh
 set -euo pipefail
 OUT=${OUT:?set OUT to the folder for results}
