@@ -21,7 +21,10 @@ MAX_IMAGE_BYTES = 400_000
 COLAB = "https://colab.research.google.com/github/alphavae-teaching/alphavae/blob/main/"
 NAME = re.compile(r"^\d{2}_[a-z0-9]+(_[a-z0-9]+)*\.ipynb$")
 
-pytestmark = pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks in notebooks/ yet")
+
+def test_the_five_notebooks_are_there():
+    """Without this, an empty notebooks/ folder would make every parametrized check below vanish silently."""
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"], [p.name for p in NOTEBOOKS]
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
@@ -49,8 +52,6 @@ def test_numbers_are_unique():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_listed_in_readme(path):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    if "notebooks/" not in readme or "| #" not in readme:
-        pytest.skip("README.md has no notebook table yet (the coordinator adds it)")
     assert f"notebooks/{path.name}" in readme, f"{path.name} is not listed in README.md's notebook table"
 
 
