@@ -8,6 +8,8 @@ vacuous (no outputs) or heavy (widget state, big images), and that a reader find
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -154,3 +156,14 @@ def test_sanitize_file_patterns():
     assert clean(" 40%|████      | 4/10 [00:01<00:02]") == " PROGRESS"
     assert clean("ran at 12.5 images/s") == "ran at RATE"
     assert clean("PSNR 43.70 dB, SSIM 0.9812") == "PSNR 43.70 dB, SSIM 0.9812"  # numbers we check stay
+
+
+def test_stored_notebooks_are_clean_for_nbstripout():
+    """Run metadata (timestamps, widget state) stays out of git; outputs and counts stay (style.md §4).
+
+    ``python scripts/execute_notebooks.py`` re-runs the notebooks and cleans them this way.
+    """
+    flags = ("--keep-output", "--keep-count", "--keep-id")
+    done = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", *flags, *map(str, NOTEBOOKS)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"run `python scripts/execute_notebooks.py` or `nbstripout {' '.join(flags)}`: {done.stdout}{done.stderr}"
