@@ -33,7 +33,7 @@ from alphavae.imageio import atomic_write, save_png
 from alphavae.metrics import AlphaReport, alpha_metric
 from alphavae.losses import LossWeights
 from alphavae.perceptual import LPIPSUnavailable, load_lpips, lpips_unavailable_reason
-from alphavae.train_config import ConfigError, TrainConfig, load_config
+from alphavae.train_config import ConfigError, TrainConfig, load_config, read_json
 from alphavae.train_data import train_and_heldout
 from alphavae.training import read_log, reconstruct, train
 from alphavae.vae import load_vae, weights_sha256
@@ -54,12 +54,7 @@ class AblationConfig:
 def load_ablation(path: str | os.PathLike) -> AblationConfig:
     """Read an ablation config; unknown keys and missing variant files are errors naming them."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: ablation config not found") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    raw = read_json(path, "ablation config")
     known = {"variants", "n_pictures", "description"}
     unknown = sorted(set(raw) - known) if isinstance(raw, dict) else []
     if not isinstance(raw, dict) or unknown:

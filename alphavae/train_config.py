@@ -139,18 +139,23 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> TrainConf
     return TrainConfig(**values).validate(source)
 
 
+def read_json(path: Path, what: str) -> Any:
+    """The JSON in ``path``; a missing file or bad JSON is a :class:`ConfigError` naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: {what} not found") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+
+
 def load_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
     """Read a JSON config file; relative ``split`` paths are resolved against the file's folder.
 
     ``overrides`` replace keys after reading (they are validated the same way).
     """
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: config file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    raw = read_json(path, "config file")
     if isinstance(raw, dict):
         raw = {**raw, **overrides}
     config = config_from_dict(raw, str(path))

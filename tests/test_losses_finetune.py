@@ -20,13 +20,7 @@ TINY = dict(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",)
             up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, latent_channels=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train ~50x slower with 2 threads on a busy 2-core machine (spin-waiting); use one here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rgb() -> AutoencoderKL:

@@ -18,12 +18,7 @@ from alphavae.splits import make_split, read_split, split_files, write_split
 from alphavae.train_config import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
