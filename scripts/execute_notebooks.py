@@ -7,10 +7,12 @@ the environment CI uses, drops saved widget state, and cleans it with nbstripout
 
     python scripts/execute_notebooks.py                      # every notebook
     python scripts/execute_notebooks.py notebooks/05_generation.ipynb
+    python scripts/execute_notebooks.py --mode full --output /tmp/full   # full mode on a GPU: copies, not in place
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -25,29 +27,44 @@ ROOT = Path(__file__).resolve().parents[1]
 NBSTRIPOUT_FLAGS = ("--keep-output", "--keep-count", "--keep-id")
 
 
-def execute(path: Path) -> float:
-    """Run one notebook in place (working directory ``notebooks/``); returns the seconds it took."""
+def execute(path: Path, output: Path | None = None) -> float:
+    """Run one notebook (working directory ``notebooks/``); returns the seconds it took.
+
+    In place (``output=None``) it is then cleaned for git; otherwise the executed copy goes to ``output/``.
+    """
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     nb.metadata.pop("widgets", None)
-    nbformat.write(nb, path)
-    subprocess.run([sys.executable, "-m", "nbstripout", *NBSTRIPOUT_FLAGS, str(path)], check=True)
+    target = path if output is None else output / path.name
+    nbformat.write(nb, target)
+    if output is None:
+        subprocess.run([sys.executable, "-m", "nbstripout", *NBSTRIPOUT_FLAGS, str(path)], check=True)
     return time.perf_counter() - start
 
 
-def main(argv: list[str]) -> int:
-    os.environ.update(ALPHAVAE_MODE="fast", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in notebooks/")
+    parser.add_argument("--mode", choices=("fast", "full"), default="fast", help="ALPHAVAE_MODE for the run")
+    parser.add_argument("--output", type=Path, help="write executed copies here instead of in place")
+    args = parser.parse_args(argv)
+    if args.mode == "full" and args.output is None:
+        parser.error("--mode full: give --output (the stored notebooks are the fast-mode run)")
+    os.environ.update(ALPHAVAE_MODE=args.mode, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1")
     os.environ.pop("MPLBACKEND", None)  # Agg would hide the inline figures nbval compares
-    paths = [Path(p) for p in argv] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     for path in paths:
         if not path.is_file():
             print(f"{path}: no such notebook", file=sys.stderr)
             return 2
-        seconds = execute(path)
-        print(f"{path.name}: executed in {seconds:.0f} s, {path.stat().st_size / 1e6:.2f} MB")
+    if args.output is not None:
+        args.output.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        seconds = execute(path.resolve(), args.output)
+        print(f"{path.name}: executed ({args.mode}) in {seconds:.0f} s", flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
