@@ -3,11 +3,13 @@
 Built the style.md §6 way: a pure function, :func:`blend_and_score`, does the work and :func:`show_blend`
 draws it (the notebook calls both with defaults first, so GitHub and CI see a static result); then
 :func:`blending_widget` only wires core ipywidgets controls to them (``continuous_update=False``, drawing into
-an ``Output`` with ``clear_output(wait=True)``).
+an ``Output`` whose drawing is replaced in one step, see :func:`figure_output`).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +17,6 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
-from IPython.display import display
 from matplotlib.figure import Figure
 
 from alphavae.blending import BACKGROUNDS, composite, over_checkerboard
@@ -95,6 +96,20 @@ def show_blend(result: BlendResult, panel: float = 2.0) -> Figure:
     return fig
 
 
+def figure_output(fig: Figure) -> dict:
+    """A figure as one ``display_data`` output (PNG) for an ``Output`` widget's ``outputs``.
+
+    Setting ``outputs`` directly does not depend on capturing the kernel's display messages (``with out:``),
+    so the first drawing — made while the cell that builds the widget is still running — lands in the widget
+    with or without a frontend. (Capturing there hung one headless full-mode run on a GPU machine; see
+    benchmarks/NOTES.md, "Notebooks in full mode".)
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    png = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"output_type": "display_data", "data": {"image/png": png, "text/plain": repr(fig)}, "metadata": {}}
+
+
 def blending_widget(images: torch.Tensor | Sequence[torch.Tensor], names: Sequence[str] | None = None) -> widgets.VBox:
     """Controls — image, degradation, strength, alpha scale, background — redrawing :func:`show_blend` on
     every change. ``images``: RGBA ``(4, H, W)`` tensors (or one ``(N, 4, H, W)`` tensor)."""
@@ -115,11 +130,9 @@ def blending_widget(images: torch.Tensor | Sequence[torch.Tensor], names: Sequen
     def redraw(_change=None) -> None:
         v = {k: c.value for k, c in controls.items()}
         result = blend_and_score(items[v["index"]], v["alpha_scale"], v["background"], v["degradation"], v["strength"])
-        with out:
-            out.clear_output(wait=True)
-            fig = show_blend(result)
-            display(fig)
-            plt.close(fig)
+        fig = show_blend(result)
+        out.outputs = (figure_output(fig),)  # replaces the old drawing in one step, like clear_output(wait=True)
+        plt.close(fig)
 
     for control in controls.values():
         control.observe(redraw, names="value")

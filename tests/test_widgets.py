@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import math
 
 import matplotlib
@@ -153,6 +155,10 @@ def test_widget_wires_every_control(monkeypatch):
     images = [_image(seed=i) for i in range(2)]
     box = widgets.blending_widget(images, names=["a", "b"])
     assert len(calls) == 1  # the first drawing, with the defaults
+    out = box.children[-1]
+    assert [o["output_type"] for o in out.outputs] == ["display_data"]  # drawn into the widget, no frontend needed
+    first = out.outputs[0]["data"]["image/png"]
+    assert base64.b64decode(first).startswith(b"\x89PNG")
     controls = [c for row in box.children[:-1] for c in row.children]
     assert all(getattr(c, "continuous_update", False) is False for c in controls if hasattr(c, "continuous_update"))
     by_name = {c.description: c for c in controls}
@@ -162,6 +168,7 @@ def test_widget_wires_every_control(monkeypatch):
     by_name["degradation"].value = "jpeg"
     by_name["strength"].value = 0.25
     assert len(calls) == 6
+    assert len(out.outputs) == 1 and out.outputs[0]["data"]["image/png"] != first  # replaced, not appended
     target, alpha_scale, background, kind, strength = calls[-1]
     assert torch.equal(target, images[1]) and (alpha_scale, background, kind, strength) == (0.5, "cyan", "jpeg", 0.25)
 
