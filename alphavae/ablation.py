@@ -170,7 +170,6 @@ def read_ablation(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-
 def _row(name: str, kind: str, report: AlphaReport | dict, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     d = report.to_dict() if isinstance(report, AlphaReport) else report
     return {"name": name, "kind": kind, "mean": d["mean"], "alpha": d.get("alpha", {}),

@@ -186,7 +186,6 @@ def load_split_images(size: int, which: str = "heldout", root: str | Path | None
     return torch.stack([dataset[i] for i in range(len(dataset))])
 
 
-
 def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, device: str = "auto",
                        feature_vae: str = "embedded", root: str | None = None, split: str | None = None) -> dict:
     """Sample ``n`` images from each generator folder and score them against the held-out split.
