@@ -8,7 +8,9 @@ model at the end, against thresholds derived from the real data's alpha statisti
 
 import csv
 import json
+import shutil
 import statistics
+import warnings
 
 import pytest
 import torch
@@ -174,9 +176,6 @@ def test_paste_composites_only_where_the_asset_lies_and_clips_at_edges():
 
 def test_a_generator_warns_when_its_vae_is_not_the_one_it_was_trained_on(tiny_run, tmp_path):
     """``vae_sha256`` in generator.json pins the VAE weights; a retrained VAE under the same SPEC must not pass silently."""
-    import shutil
-    import warnings
-
     _, _, folder = tiny_run
     info = json.loads((folder / "generator.json").read_text())
     assert len(info["vae_sha256"]) == 64

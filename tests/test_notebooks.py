@@ -7,6 +7,7 @@ vacuous (no outputs) or heavy (widget state, big images), and that a reader find
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -163,7 +164,10 @@ def test_stored_notebooks_are_clean_for_nbstripout():
 
     ``python scripts/execute_notebooks.py`` re-runs the notebooks and cleans them this way.
     """
-    flags = ("--keep-output", "--keep-count", "--keep-id")
+    spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "scripts" / "execute_notebooks.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    flags = runner.NBSTRIPOUT_FLAGS  # the settings the runner cleans with, not a copy of them
     done = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", *flags, *map(str, NOTEBOOKS)],
                           capture_output=True, text=True)
     assert done.returncode == 0, f"run `python scripts/execute_notebooks.py` or `nbstripout {' '.join(flags)}`: {done.stdout}{done.stderr}"
