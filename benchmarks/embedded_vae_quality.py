@@ -1,12 +1,12 @@
 """How good is an RGB VAE? Reconstruction PSNR/SSIM next to the latent-matched bicubic baseline.
 
 Two test sets, both real images the VAE never trained on:
-- held-out photo crops (:func:`alphavae.pretrain.split_photos` of ``rgb-photos``): centre crops of 128 and
+- held-out photo crops (:func:`alphavae.vae.pretrain.split_photos` of ``rgb-photos``): centre crops of 128 and
   256 px of each held-out photo at its stored size (long side 1024) and shrunk by 2 and 4, so smooth and
   detailed content both count;
 - the RGBA sample (``data/rgba-sample``), long side 256 centred on a transparent 256² square, composited
   over each of the 9 backgrounds (an RGB VAE sees RGB; the padding is flat background for both methods).
-Metrics come from :mod:`alphavae.metrics` (PSNR on RGB; SSIM on BT.601 luma, as the ALPHA metric). LPIPS is
+Metrics come from :mod:`alphavae.metric.alpha` (PSNR on RGB; SSIM on BT.601 luma, as the ALPHA metric). LPIPS is
 reported only when real AlexNet weights exist (never with a random backbone).
 
     python benchmarks/embedded_vae_quality.py [--vae embedded] [--photos DIR] [--rgba DIR] [--json FILE]
@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from alphavae.blending import BACKGROUNDS, composite
-from alphavae.data import sample_dir, shared_data_dir, square_pad
+from alphavae.paths import sample_dir, shared_data_dir
+from alphavae.training.data import square_pad
 from alphavae.imageio import center_crop, list_images, load_rgba, resize_long_side
-from alphavae.metrics import psnr, ssim
-from alphavae.perceptual import lpips_unavailable_reason
-from alphavae.pretrain import load_photo, split_photos
-from alphavae.reconstruction import bicubic_baseline, latent_matched_factor, reconstruct
-from alphavae.vae import load_vae
+from alphavae.metric.alpha import psnr, ssim
+from alphavae.metric.lpips_model import lpips_unavailable_reason
+from alphavae.vae.pretrain import load_photo, split_photos
+from alphavae.vae.reconstruct import bicubic_baseline, latent_matched_factor, reconstruct
+from alphavae.vae.loading import load_vae
 
 
 def photo_crops(folder: Path, size: int, scales=(1.0, 0.5, 0.25)) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 The published approach (method.md §1): composite each image over each background, write the composites
 as JPEG quality 75 files, read them back one file at a time and score one image at a time (PSNR in numpy,
-SSIM on luma with scikit-image, LPIPS per image). Ours: :func:`alphavae.metrics.alpha_metric` on whole
+SSIM on luma with scikit-image, LPIPS per image). Ours: :func:`alphavae.metric.alpha.alpha_metric` on whole
 batches, all backgrounds at once, no files, no JPEG. Both score PSNR + SSIM (+ LPIPS where real weights
 exist) over the 9 backgrounds on the same N real RGBA images (long side 256, centred on a 256² canvas).
 
@@ -29,10 +29,11 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from alphavae.blending import BACKGROUNDS
-from alphavae.data import RGBAFolder, shared_data_dir
+from alphavae.training.data import RGBAFolder
+from alphavae.paths import shared_data_dir
 from alphavae.imageio import list_images
-from alphavae.metrics import LUMA_BT601, alpha_metric
-from alphavae.perceptual import LPIPSUnavailable, load_lpips
+from alphavae.metric.alpha import LUMA_BT601, alpha_metric
+from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips
 
 
 def load_images(folder: Path, n: int, size: int, seed: int = 0) -> torch.Tensor:

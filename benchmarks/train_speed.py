@@ -1,6 +1,6 @@
 """Training throughput of the RGBA VAE trainer: images/s, step time, peak memory, FLOPs and MFU.
 
-One clean process: build the trainer's own setup from a config (``alphavae.training.build_setup``), feed it
+One clean process: build the trainer's own setup from a config (``alphavae.training.trainer.build_setup``), feed it
 random-order real batches, run ``--warmup`` steps, then time ``--steps`` steps (synchronising the device
 before reading the clock). FLOPs of one whole training step (generator forward + backward, discriminator)
 are counted with ``torch.utils.flop_counter.FlopCounterMode``; MFU = counted FLOPs per second over the
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from alphavae.train_config import load_config
-from alphavae.train_data import StepBatchSampler, make_loader, train_and_heldout
-from alphavae.training import build_setup, make_accelerator, train_step
+from alphavae.training.config import load_config
+from alphavae.training.data import StepBatchSampler, make_loader, train_and_heldout
+from alphavae.training.trainer import build_setup, make_accelerator, train_step
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ pids=()
 for name in main naive_mse no_reference_kl; do
   vae=${VAES[$name]}
   if [[ $name != main && ! -f $vae/config.json ]]; then echo "skipping $name: $vae missing"; continue; fi
-  python -m alphavae.generation_training --vae "$vae" --output "$RUNS/$name" --steps "$STEPS" \
+  python -m alphavae.generation.train --vae "$vae" --output "$RUNS/$name" --steps "$STEPS" \
     --max-minutes "$MINUTES" > "$OUT/train_$name.log" 2>&1 &
   pids+=($!)
 done
@@ -35,7 +35,7 @@ models=(--model "main=$RUNS/main/model")
 for name in naive_mse no_reference_kl; do
   [[ -d $RUNS/$name/model ]] && models+=(--model "$name=$RUNS/$name/model")
 done
-python -m alphavae.gen_eval "${models[@]}" --n "$N_EVAL" --json "$OUT/generation.json" --md "$OUT/generation.md" \
+python -m alphavae.generation.evaluate "${models[@]}" --n "$N_EVAL" --json "$OUT/generation.json" --md "$OUT/generation.md" \
   --command "OUT=\$OUT STEPS=$STEPS MINUTES=$MINUTES bash scripts/generation_gpu_run.sh" \
   --note "Baseline VAEs: the naive_mse and no_reference_kl RGBA VAEs of notebook 04's ablation (results/ablation.md), trained with benchmarks/gpu_ablation.sh and not shipped (git-ignored $VARIANTS/)."
 tar -C "$RUNS/main" -cf "$OUT/model.tar" model

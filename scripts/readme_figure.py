@@ -13,11 +13,12 @@ import matplotlib
 matplotlib.use("Agg")
 import torch  # noqa: E402
 
-from alphavae.data import RGBAFolder, sample_dir  # noqa: E402
-from alphavae.generation import generate  # noqa: E402
-from alphavae.plotting import show_rgba  # noqa: E402
-from alphavae.reconstruction import reconstruct  # noqa: E402
-from alphavae.vae import load_vae  # noqa: E402
+from alphavae.training.data import RGBAFolder  # noqa: E402
+from alphavae.paths import sample_dir  # noqa: E402
+from alphavae.generation.sampler import generate  # noqa: E402
+from alphavae.notebook.plotting import show_rgba  # noqa: E402
+from alphavae.vae.reconstruct import reconstruct  # noqa: E402
+from alphavae.vae.loading import load_vae  # noqa: E402
 
 N = 4
 OUT = Path("docs/alphavae.png")

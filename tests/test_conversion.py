@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from alphavae.conversion import convert_to_rgba, surgery_summary
-from alphavae.vae import load_vae
+from alphavae.vae.conversion import convert_to_rgba, surgery_summary
+from alphavae.vae.loading import load_vae
 
 TINY = dict(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
             up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, sample_size=32)

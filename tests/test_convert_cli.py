@@ -11,7 +11,7 @@ from diffusers import AutoencoderKL
 from safetensors import safe_open
 
 from alphavae.cli import main
-from alphavae.vae import load_vae
+from alphavae.vae.loading import load_vae
 
 TINY = dict(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
             up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, latent_channels=4)

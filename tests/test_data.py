@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from alphavae.data import RGBAFolder, sample_dir
+from alphavae.training.data import RGBAFolder
+from alphavae.paths import sample_dir
 from alphavae.imageio import ImageReadError, load_rgba
 
 ROOT = Path(__file__).resolve().parents[1]

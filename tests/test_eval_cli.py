@@ -14,7 +14,7 @@ from skimage.metrics import structural_similarity
 
 from alphavae.blending import BACKGROUNDS
 from alphavae.cli import main
-from alphavae.data import sample_dir
+from alphavae.paths import sample_dir
 from alphavae.imageio import list_images
 
 N_IMAGES = 4

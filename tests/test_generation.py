@@ -17,12 +17,12 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors import safe_open
 
-from alphavae.conversion import convert_to_rgba
-from alphavae.data import data_dir, sample_dir
-from alphavae.gen_eval import EncoderFeatures, alpha_statistics, distribution_distances, evaluate_generation, results_markdown
-from alphavae.generation import GeneratorLoadError, build_unet, generate, generate_with, load_generator
-from alphavae.generation_training import GeneratorConfig, train_generator
-from alphavae.splits import make_split, write_split
+from alphavae.vae.conversion import convert_to_rgba
+from alphavae.paths import data_dir, sample_dir
+from alphavae.generation.evaluate import EncoderFeatures, alpha_statistics, distribution_distances, evaluate_generation, results_markdown
+from alphavae.generation.sampler import GeneratorLoadError, build_unet, generate, generate_with, load_generator
+from alphavae.generation.train import GeneratorConfig, train_generator
+from alphavae.training.splits import make_split, write_split
 
 
 def tiny_rgb_vae():
@@ -130,7 +130,7 @@ COMMITTED = data_dir() / "models" / "embedded-generator"
 
 def real_soft_share() -> float:
     """Mean share of soft pixels (0 < α < 1) over the training images, from the data manifest."""
-    from alphavae.data import shared_data_dir
+    from alphavae.paths import shared_data_dir
 
     try:
         manifest = shared_data_dir() / "rgba-train" / "manifest.csv"
@@ -160,7 +160,7 @@ def test_committed_generator_makes_real_transparency():
 
 
 def test_paste_composites_only_where_the_asset_lies_and_clips_at_edges():
-    from alphavae.generation import paste
+    from alphavae.generation.sampler import paste
 
     scene = torch.full((3, 4, 5), 0.2)
     asset = torch.zeros(4, 2, 3)

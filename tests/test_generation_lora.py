@@ -14,10 +14,11 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from alphavae.conversion import convert_to_rgba
-from alphavae.data import RGBAFolder, sample_dir
+from alphavae.vae.conversion import convert_to_rgba
+from alphavae.training.data import RGBAFolder
+from alphavae.paths import sample_dir
 from alphavae.imageio import load_rgba, save_png
-from alphavae.lora import add_lora, denoising_loss, encode_prompts, generate_rgba, rgba_latents, rgba_pipeline, save_lora, train_lora
+from alphavae.generation.lora import add_lora, denoising_loss, encode_prompts, generate_rgba, rgba_latents, rgba_pipeline, save_lora, train_lora
 
 CAPTIONS = ["a red apple", "a cat", "a blue star", "a house"]
 

@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from alphavae.blending import BACKGROUNDS
-from alphavae.conversion import convert_to_rgba
+from alphavae.vae.conversion import convert_to_rgba
 from alphavae.losses import (BLACK_WHITE, GRID_COLOURS, IMAGENET_MOMENTS, PUBLISHED_GREY_WHITE, AlphaVAEObjective,
                              BackgroundMoments, LossWeights, PatchDiscriminator, abmse_loss, abmse_map,
                              adaptive_weight, blend_augment, composite_vae, gaussian_kl, generator_adversarial_loss,
@@ -243,7 +243,7 @@ def test_objective_logs_each_term_and_skips_missing_networks():
     disc = PatchDiscriminator(base_channels=8)
     weights = LossWeights(disc_start=2, prior_kl=1e-3, reference_kl=1e-2)
     obj = AlphaVAEObjective(weights, reference_vae=rgb, discriminator=disc, generator=torch.Generator().manual_seed(0))
-    assert obj.notes == ["perceptual skipped: no LPIPS model (alphavae.perceptual.load_lpips needs real AlexNet weights)"]
+    assert obj.notes == ["perceptual skipped: no LPIPS model (alphavae.metric.lpips_model.load_lpips needs real AlexNet weights)"]
     x01 = (_pair(size=32)[1] + 1) / 2
 
     loss, logs, recon01 = obj.generator_step(vae, x01, step=0)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from alphavae.conversion import convert_to_rgba
-from alphavae.finetune import finetune_steps
-from alphavae.loss_widgets import (finetune_demo, loss_maps, loss_weights_panel, monte_carlo_curve, show_finetune,
+from alphavae.vae.conversion import convert_to_rgba
+from alphavae.training.finetune import finetune_steps
+from alphavae.notebook.loss_panel import (finetune_demo, loss_maps, loss_weights_panel, monte_carlo_curve, show_finetune,
                                    show_loss_maps, show_monte_carlo)
 from alphavae.losses import GRID_MOMENTS, AlphaVAEObjective, LossWeights, PatchDiscriminator, abmse_loss
 

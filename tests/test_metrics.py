@@ -14,7 +14,7 @@ from skimage.metrics import structural_similarity
 
 from alphavae.blending import BACKGROUNDS
 from alphavae.blending import composite
-from alphavae.metrics import alpha_metric, gradient_error, merge_reports, sad, ssim, ssim_over_backgrounds
+from alphavae.metric.alpha import alpha_metric, gradient_error, merge_reports, sad, ssim, ssim_over_backgrounds
 
 SK_SSIM = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torchvision
 
-from alphavae import perceptual
-from alphavae.metrics import alpha_metric
-from alphavae.perceptual import LPIPSUnavailable, load_lpips, lpips_unavailable_reason
+from alphavae.metric import lpips_model as perceptual
+from alphavae.metric.alpha import alpha_metric
+from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips, lpips_unavailable_reason
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from PIL import Image
 from safetensors import safe_open
 
 from alphavae.blending import composite
-from alphavae.data import sample_dir
+from alphavae.paths import sample_dir
 from alphavae.imageio import list_images, load_rgba, resize_long_side, save_png
-from alphavae.pretrain import PhotoCrops, PretrainConfig, lr_lambda, split_photos, train
-from alphavae.vae import load_vae
+from alphavae.vae.pretrain import PhotoCrops, PretrainConfig, lr_lambda, split_photos, train
+from alphavae.vae.loading import load_vae
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_recipe_runs_end_to_end_and_resumes_exactly(tiny_photos, tmp_path):
 
 
 def test_scaling_factor_is_one_over_latent_std(tiny_photos, tmp_path):
-    from alphavae.pretrain import build_vae, latent_scaling_factor
+    from alphavae.vae.pretrain import build_vae, latent_scaling_factor
 
     torch.manual_seed(0)
     vae = build_vae(toy_config(tiny_photos, tmp_path)).eval()

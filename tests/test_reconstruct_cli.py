@@ -15,7 +15,7 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from alphavae.cli import main
-from alphavae.data import sample_dir
+from alphavae.paths import sample_dir
 from alphavae.imageio import list_images, load_rgba
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}

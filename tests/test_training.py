@@ -18,12 +18,12 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
-from alphavae.checkpoint import checkpoint_dirs, latest_checkpoint
+from alphavae.training.checkpoint import checkpoint_dirs, latest_checkpoint
 from alphavae.cli import main as cli_main
 from alphavae.losses import AlphaVAEObjective
-from alphavae.train_config import ConfigError, config_from_dict, load_config
-from alphavae.train_data import StepBatchSampler
-from alphavae.training import TrainingDiverged, loss_weights, read_log, train
+from alphavae.training.config import ConfigError, config_from_dict, load_config
+from alphavae.training.data import StepBatchSampler
+from alphavae.training.trainer import TrainingDiverged, loss_weights, read_log, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -161,8 +161,8 @@ def test_shipped_configs_load():
 
 DDP_SCRIPT = """
 import os, sys, torch
-from alphavae.train_config import config_from_dict
-from alphavae.training import train
+from alphavae.training.config import config_from_dict
+from alphavae.training.trainer import train
 import json
 raw = json.loads(sys.argv[1]); out = sys.argv[2]
 result = train(config_from_dict(raw), out, resume=True)

@@ -10,12 +10,12 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from alphavae.ablation import load_ablation, run_ablation, same_runs, variant_configs
-from alphavae.data import sample_dir
+from alphavae.training.ablation import load_ablation, run_ablation, same_runs, variant_configs
+from alphavae.paths import sample_dir
 from alphavae.imageio import load_rgba
-from alphavae.perceptual import lpips_unavailable_reason
-from alphavae.splits import make_split, read_split, split_files, write_split
-from alphavae.train_config import ConfigError
+from alphavae.metric.lpips_model import lpips_unavailable_reason
+from alphavae.training.splits import make_split, read_split, split_files, write_split
+from alphavae.training.config import ConfigError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,11 +14,11 @@ import torch
 from diffusers import AutoencoderKL
 
 from alphavae.blending import composite
-from alphavae.data import data_dir, sample_dir
+from alphavae.paths import data_dir, sample_dir
 from alphavae.imageio import list_images, load_rgba, resize_long_side
-from alphavae.metrics import psnr
-from alphavae.reconstruction import bicubic_baseline, latent_matched_factor, reconstruct
-from alphavae.vae import EMBEDDED, VAELoadError, load_vae, resolve_spec
+from alphavae.metric.alpha import psnr
+from alphavae.vae.reconstruct import bicubic_baseline, latent_matched_factor, reconstruct
+from alphavae.vae.loading import EMBEDDED, VAELoadError, load_vae, resolve_spec
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +51,7 @@ def test_embedded_loads_offline_and_is_sd_family():
 
 def sample_composites(n: int = 8, side: int = 128) -> torch.Tensor:
     """The first ``n`` RGBA sample images (long side ``side``, centred on a square) over gray and white."""
-    from alphavae.data import square_pad
+    from alphavae.training.data import square_pad
 
     images = [square_pad(resize_long_side(load_rgba(p), side), side) for p in list_images(sample_dir())[:n]]
     rgba = torch.stack(images)
@@ -122,7 +122,7 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path):
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "home")}
     expected = float(sum(p.double().sum() for p in vae.state_dict().values()))
     code = (
-        "from alphavae.vae import load_vae; v = load_vae('someorg/tiny-vae:vae'); "
+        "from alphavae.vae.loading import load_vae; v = load_vae('someorg/tiny-vae:vae'); "
         "print(float(sum(p.double().sum() for p in v.state_dict().values())))"
     )
     result = _run(code, env)
@@ -133,7 +133,7 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path):
 def test_offline_unknown_hub_id_is_a_one_line_error(tmp_path):
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "home")}
     code = (
-        "from alphavae.vae import VAELoadError, load_vae\n"
+        "from alphavae.vae.loading import VAELoadError, load_vae\n"
         "try:\n    load_vae('nobody/no-such-vae:vae')\nexcept VAELoadError as e:\n    print(repr(str(e)))\n"
     )
     result = _run(code, env)

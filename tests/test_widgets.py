@@ -15,8 +15,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from alphavae import degradations as D  # noqa: E402
-from alphavae import plotting, widgets  # noqa: E402
+from alphavae.metric import degradations as D  # noqa: E402
+from alphavae.notebook import blending_panel as widgets, plotting  # noqa: E402
 from alphavae.blending import BACKGROUNDS, composite  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """``alphavae convert``: the 3→4-channel surgery on an RGB VAE, written as a ``save_pretrained`` folder.
 
-A thin layer over :func:`alphavae.conversion.convert_and_save`; ``--vae DIR`` then loads the result.
+A thin layer over :func:`alphavae.vae.conversion.convert_and_save`; ``--vae DIR`` then loads the result.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and save; print the layers that changed."""
-    from alphavae.conversion import convert_and_save
+    from alphavae.vae.conversion import convert_and_save
 
     changes = convert_and_save(args.vae, args.output, overwrite=args.overwrite, dtype=DTYPES[args.dtype])
     for c in changes:

@@ -1,6 +1,6 @@
 """``alphavae eval``: the ALPHA metric over two folders of RGBA images paired by name.
 
-A thin layer over :func:`alphavae.evaluate.evaluate_folders`: prints the table, writes the JSON of the
+A thin layer over :func:`alphavae.metric.folders.evaluate_folders`: prints the table, writes the JSON of the
 contract (cli.md) atomically, reports unreadable images by name and exits 1 if there were any.
 """
 
@@ -54,7 +54,7 @@ def _device(choice: str) -> torch.device:
 
 def _lpips_model(args: argparse.Namespace, device: torch.device):
     """Real LPIPS if asked for and available; an explicit --lpips-weights that fails is an error."""
-    from alphavae.perceptual import LPIPSUnavailable, load_lpips
+    from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips
 
     if "lpips" not in args.metrics or args.lpips_weights is None:
         return None
@@ -66,7 +66,7 @@ def _lpips_model(args: argparse.Namespace, device: torch.device):
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, write the JSON; exit 1 if some images were unreadable."""
-    from alphavae.evaluate import evaluate_folders
+    from alphavae.metric.folders import evaluate_folders
     from alphavae.imageio import atomic_write
 
     if args.batch_size < 1:

@@ -1,6 +1,6 @@
 """``alphavae generate``: sample transparent images from a latent diffusion model and its RGBA VAE.
 
-A thin layer over :func:`alphavae.generation.load_generator` and :func:`alphavae.generation.generate_with`.
+A thin layer over :func:`alphavae.generation.sampler.load_generator` and :func:`alphavae.generation.sampler.generate_with`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Sample and write ``NNNN-<class>.png`` files atomically."""
     from alphavae.cli import CLIError
-    from alphavae.generation import class_labels, generate_with, load_generator
+    from alphavae.generation.sampler import class_labels, generate_with, load_generator
     from alphavae.imageio import save_png
 
     if args.n < 1:

@@ -1,6 +1,6 @@
 """``alphavae reconstruct``: encode (posterior mode) and decode every image under a folder.
 
-A thin layer over :func:`alphavae.reconstruction.reconstruct_folder`: one PNG per input at the same relative
+A thin layer over :func:`alphavae.vae.reconstruct.reconstruct_folder`: one PNG per input at the same relative
 path and stem, RGBA for a 4-channel VAE, RGB for a 3-channel one (RGBA inputs composited over
 ``--background``). Unreadable images are reported by name, the rest written, exit status 1.
 """
@@ -53,8 +53,8 @@ def _background(text: str) -> tuple[float, float, float]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the VAE, reconstruct the folder, report unreadable files; exit 1 if there were any."""
-    from alphavae.reconstruction import reconstruct_folder
-    from alphavae.vae import VAELoadError, load_vae
+    from alphavae.vae.reconstruct import reconstruct_folder
+    from alphavae.vae.loading import VAELoadError, load_vae
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -1,6 +1,6 @@
 """``alphavae train``: run the RGBA VAE trainer from a JSON config, or the whole ablation.
 
-A thin layer over :func:`alphavae.training.train` and :func:`alphavae.ablation.run_ablation`.
+A thin layer over :func:`alphavae.training.trainer.train` and :func:`alphavae.training.ablation.run_ablation`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train one config, or the ablation."""
-    from alphavae.train_config import load_config
+    from alphavae.training.config import load_config
 
     overrides = {}
     if args.steps is not None:
@@ -50,13 +50,13 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise CLIError("--device cuda: no CUDA GPU is available here (use --device auto or cpu)")
     if args.ablation is not None:
-        from alphavae.ablation import run_ablation
+        from alphavae.training.ablation import run_ablation
 
         output = args.output or Path("runs") / args.ablation.stem
         report = run_ablation(args.ablation, output, args.results, jobs=args.jobs, overrides=overrides)
         print(report)
         return 0
-    from alphavae.training import TrainingDiverged, train
+    from alphavae.training.trainer import TrainingDiverged, train
 
     config = load_config(args.config, **overrides)
     output = args.output or Path("runs") / args.config.stem

@@ -76,7 +76,7 @@ class AlphaVAEObjective:
     """Computes the generator and discriminator losses of one training step (method.md §3).
 
     ``reference_vae``: frozen RGB VAE for the reference KL; ``lpips_model``: from
-    :func:`alphavae.perceptual.load_lpips`; ``discriminator``: e.g. :class:`PatchDiscriminator`. The
+    :func:`alphavae.metric.lpips_model.load_lpips`; ``discriminator``: e.g. :class:`PatchDiscriminator`. The
     discriminator's parameters are the caller's to optimise (after :meth:`discriminator_step`).
     ``sample_posterior``: decode a sample of q(z|x) (the usual VAE training) rather than its mode.
     """
@@ -103,7 +103,7 @@ class AlphaVAEObjective:
         for term in TERMS:
             if getattr(w, term) == 0:
                 skipped[term] = "weight is 0"
-        missing = {"perceptual": (self.lpips_model, "no LPIPS model (alphavae.perceptual.load_lpips needs real AlexNet weights)"),
+        missing = {"perceptual": (self.lpips_model, "no LPIPS model (alphavae.metric.lpips_model.load_lpips needs real AlexNet weights)"),
                    "reference_kl": (self.reference_vae, "no reference RGB VAE given"),
                    "adversarial": (self.discriminator, "no discriminator given")}
         for term, (net, why) in missing.items():

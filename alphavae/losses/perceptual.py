@@ -5,7 +5,7 @@
 averaged over the batch (LPIPS gives one number per image, so "sum over elements / batch size" is the mean).
 The background pair is a parameter: true black and white by default (:data:`BLACK_WHITE`), or
 :data:`PUBLISHED_GREY_WHITE`, what the published code computes (its "black" is mid-grey). The LPIPS network
-comes from :func:`alphavae.perceptual.load_lpips`, which needs real AlexNet weights; without them the
+comes from :func:`alphavae.metric.lpips_model.load_lpips`, which needs real AlexNet weights; without them the
 objective skips this term and says so — a random backbone is never used as a training loss.
 """
 

@@ -3,7 +3,7 @@
 It is the paper's training step stripped to its bones — blend augmentation, the generator step, AdamW with the
 paper's betas (0.5, 0.9), and from ``disc_start`` a discriminator step — with no data loader, schedule,
 mixed precision or checkpoints. Notebook 03 calls it to show what each loss weight does; the full trainer
-(:mod:`alphavae.training`, ``alphavae train``) is the one for real runs.
+(:mod:`alphavae.training.trainer`, ``alphavae train``) is the one for real runs.
 """
 
 from __future__ import annotations

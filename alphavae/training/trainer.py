@@ -5,7 +5,7 @@ the processes, and the gradients are averaged across them after each backward pa
 per network; the objective calls ``vae.encode``/``vae.decode`` directly, which a DDP wrapper would not
 see). bf16 autocast on a GPU, AdamW with the paper's betas, warm-up + cosine learning rate, optional
 gradient checkpointing and EMA, a PatchGAN discriminator with its own optimiser from ``disc_start``,
-atomic checkpoints with exact resume (``alphavae.checkpoint``, ``alphavae.train_data``), tqdm progress,
+atomic checkpoints with exact resume (``alphavae.training.checkpoint``, ``alphavae.training.data``), tqdm progress,
 TensorBoard logs of every loss term and of reconstructions on checkerboards, and a stop on NaN/inf that
 names the step and the term.
 
@@ -36,14 +36,14 @@ from diffusers.utils import logging as diffusers_logging
 from tqdm import tqdm
 
 from alphavae.blending import over_checkerboard
-from alphavae.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from alphavae.conversion import convert_to_rgba
-from alphavae.data import RGBAFolder
+from alphavae.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from alphavae.vae.conversion import convert_to_rgba
+from alphavae.training.data import RGBAFolder
 from alphavae.losses import AlphaVAEObjective, LossWeights, PatchDiscriminator, blend_augment
-from alphavae.perceptual import LPIPSUnavailable, load_lpips
-from alphavae.train_config import ConfigError, TrainConfig
-from alphavae.train_data import StepBatchSampler, make_loader, train_and_heldout
-from alphavae.vae import load_vae
+from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips
+from alphavae.training.config import ConfigError, TrainConfig
+from alphavae.training.data import StepBatchSampler, make_loader, train_and_heldout
+from alphavae.vae.loading import load_vae
 
 
 class TrainingDiverged(RuntimeError):

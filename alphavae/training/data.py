@@ -1,22 +1,73 @@
-"""Training data in a fixed, resumable order: the batch for step s is a pure function of (seed, s).
+"""Training images: a folder dataset that survives a corrupt file, in a fixed, resumable order.
 
-Each epoch is a seeded permutation of the training images (``torch.randperm`` with a generator seeded by
-``seed`` and the epoch number); step s takes the s-th global batch of that sequence, and each process takes
-its own equal share of it. Nothing but the step number has to be saved to resume the data order exactly,
-and one or two GPUs see the same global batches.
+:class:`RGBAFolder` reads every image under a folder as a straight-alpha RGBA square (long side resized in
+premultiplied space, centred on a transparent canvas); a corrupt file is reported by name and skipped.
+:class:`StepBatchSampler` makes the batch for step s a pure function of (seed, s): each epoch is a seeded
+permutation of the images, step s takes the s-th global batch of it, and each process its own equal share.
+Nothing but the step number has to be saved to resume the data order exactly, and one or two GPUs see the
+same global batches.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from alphavae.data import RGBAFolder, sample_dir, shared_data_dir
-from alphavae.splits import read_split, split_files
-from alphavae.imageio import list_images
+from alphavae.imageio import ImageReadError, list_images, load_rgba, resize_long_side
+from alphavae.paths import FETCH_DATA_COMMAND, sample_dir, shared_data_dir
+from alphavae.training.splits import read_split, split_files
+
+
+def square_pad(rgba: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre an RGBA image whose long side is ``size`` on a transparent ``size × size`` canvas."""
+    h, w = rgba.shape[-2:]
+    top, left = (size - h) // 2, (size - w) // 2
+    return F.pad(rgba, (left, size - w - left, top, size - h - top), value=0.0)
+
+
+class RGBAFolder(Dataset):
+    """Every image under a folder as straight-alpha RGBA ``(4, size, size)``: long side resized to ``size``
+    in premultiplied space, centred on a transparent square.
+
+    A corrupt or unreadable file is reported once by name (a warning, and in ``bad_files``) and skipped:
+    the next readable image is returned in its place, so one bad file never stops a run.
+    """
+
+    def __init__(self, root: str | os.PathLike, size: int | None = 256, files: list[Path] | None = None):
+        self.root = Path(root)
+        self.files = files if files is not None else list_images(self.root)
+        if not self.files:
+            raise FileNotFoundError(f"{self.root}: no image files found")
+        self.size = size
+        self.bad_files: dict[Path, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> torch.Tensor:
+        """The image at ``index``, resized and padded; raises :class:`ImageReadError` if it is unreadable."""
+        rgba = load_rgba(self.files[index])
+        if self.size is not None:
+            rgba = square_pad(resize_long_side(rgba, self.size), self.size)
+        return rgba
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        for offset in range(len(self.files)):
+            i = (index + offset) % len(self.files)
+            if self.files[i] in self.bad_files:
+                continue
+            try:
+                return self.load(i)
+            except ImageReadError as exc:
+                self.bad_files[self.files[i]] = str(exc)
+                warnings.warn(f"skipping unreadable image {exc}", stacklevel=2)
+        raise ImageReadError(f"{self.root}: no readable image files")
 
 
 class StepBatchSampler(Sampler[list[int]]):
@@ -53,7 +104,7 @@ class StepBatchSampler(Sampler[list[int]]):
 
 def resolve_data_dir(data: str) -> Path:
     """A folder given in the config: ``sample`` (the RGBA sample shipped with the package), an existing path,
-    else a folder of that name in the shared data (``alphavae.data.shared_data_dir``)."""
+    else a folder of that name in the shared data (``alphavae.paths.shared_data_dir``)."""
     if data == "sample":
         return sample_dir()
     path = Path(data).expanduser()
@@ -65,7 +116,8 @@ def resolve_data_dir(data: str) -> Path:
         shared = None
     if shared is not None and shared.is_dir():
         return shared
-    raise ValueError(f"data: '{data}' is neither a folder nor a folder of the shared data")
+    raise ValueError(f"data: '{data}' is neither a folder nor a folder of the shared data; rebuild the training "
+                     f"images with `{FETCH_DATA_COMMAND}`, or use data: \"sample\" (the shipped sample)")
 
 
 def train_and_heldout(data: str, split: str | None, max_images: int | None = None) -> tuple[list[Path], list[Path]]:

@@ -27,16 +27,17 @@ from typing import Any
 import torch
 
 from alphavae.blending import BACKGROUNDS, composite
-from alphavae.conversion import convert_to_rgba
-from alphavae.data import RGBAFolder
+from alphavae.vae.conversion import convert_to_rgba
+from alphavae.training.data import RGBAFolder
 from alphavae.imageio import atomic_write, save_png
-from alphavae.metrics import AlphaReport, alpha_metric
+from alphavae.metric.alpha import AlphaReport, alpha_metric
 from alphavae.losses import LossWeights
-from alphavae.perceptual import LPIPSUnavailable, load_lpips, lpips_unavailable_reason
-from alphavae.train_config import ConfigError, TrainConfig, load_config, read_json
-from alphavae.train_data import train_and_heldout
-from alphavae.training import read_log, reconstruct, train
-from alphavae.vae import load_vae, weights_sha256
+from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips, lpips_unavailable_reason
+from alphavae.training.config import ConfigError, TrainConfig, load_config, read_json
+from alphavae.training.data import train_and_heldout
+from alphavae.training.trainer import read_log, reconstruct, train
+from alphavae.paths import results_dir
+from alphavae.vae.loading import load_vae, weights_sha256
 
 #: Keys that must be equal across variants (same start, same data, same length).
 SHARED_KEYS = ("vae", "data", "split", "image_size", "max_images", "steps", "batch_size", "seed")
@@ -155,16 +156,9 @@ def rgb_ceiling(rgb_vae, targets: torch.Tensor, device: torch.device, lpips_mode
     return {"backgrounds": per_bg, "mean": mean, "alpha": {}}
 
 
-def ablation_results_dir() -> Path:
-    """The project's committed ablation results: ``alphavae/_results`` when installed, else ``results/``."""
-    here = Path(__file__).resolve().parent
-    installed = here / "_results"
-    return installed if (installed / "ablation.json").is_file() else here.parent / "results"
-
-
 def read_ablation(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """A written ``ablation.json`` (default: the committed one, :func:`ablation_results_dir`)."""
-    path = Path(path) if path is not None else ablation_results_dir() / "ablation.json"
+    """A written ``ablation.json`` (default: the committed one, :func:`alphavae.paths.results_dir`)."""
+    path = Path(path) if path is not None else results_dir() / "ablation.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no ablation results; run `alphavae train --ablation configs/ablation.json`")
     return json.loads(path.read_text())

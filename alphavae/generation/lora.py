@@ -47,7 +47,7 @@ from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
-from alphavae.vae import latent_factors
+from alphavae.vae.loading import latent_factors
 
 #: What the LoRA adapts in each transformer block of the UNet: attention and feed-forward projections.
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
@@ -57,13 +57,13 @@ def rgba_pipeline(pipe: StableDiffusionPipeline, rgba_vae: AutoencoderKL) -> Sta
     """A new pipeline of the same class sharing every component of ``pipe`` except the VAE, which is ``rgba_vae``.
 
     The RGBA VAE must have the same latent channels as the RGB one (it does when made by
-    :func:`alphavae.conversion.convert_to_rgba`); the original pipeline is left untouched.
+    :func:`alphavae.vae.conversion.convert_to_rgba`); the original pipeline is left untouched.
     """
     old = pipe.vae.config
     if rgba_vae.config.latent_channels != old.latent_channels:
         raise ValueError(f"rgba_vae has {rgba_vae.config.latent_channels} latent channels, the pipeline's UNet expects {old.latent_channels}")
     if rgba_vae.config.in_channels != 4 or rgba_vae.config.out_channels != 4:
-        raise ValueError("rgba_vae is not an RGBA (4-channel) VAE; convert it with alphavae.conversion.convert_to_rgba")
+        raise ValueError("rgba_vae is not an RGBA (4-channel) VAE; convert it with alphavae.vae.conversion.convert_to_rgba")
     components = {**pipe.components, "vae": rgba_vae.to(pipe.device)}
     return type(pipe)(**components)
 

@@ -101,13 +101,13 @@ def surgery_summary(rgb: AutoencoderKL, rgba: AutoencoderKL) -> list[LayerChange
 
 def convert_and_save(spec: str, output: str | os.PathLike, overwrite: bool = False,
                      dtype: torch.dtype = torch.float32) -> list[LayerChange]:
-    """Load the RGB VAE ``spec`` (see :func:`alphavae.vae.load_vae`), convert it, and ``save_pretrained`` it
+    """Load the RGB VAE ``spec`` (see :func:`alphavae.vae.loading.load_vae`), convert it, and ``save_pretrained`` it
     into ``output`` atomically: written to a temporary folder beside it, then renamed into place.
 
     A non-empty ``output`` is refused unless ``overwrite``; an existing file there is always refused.
     Returns the layers the surgery changed.
     """
-    from alphavae.vae import load_vae
+    from alphavae.vae.loading import load_vae
 
     output = Path(output)
     if output.exists() and not output.is_dir():

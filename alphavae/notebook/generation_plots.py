@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from alphavae.plotting import DPI
+from alphavae.notebook.plotting import DPI
 
 #: Colours of the three alpha classes in the stacked bars.
 ALPHA_COLOURS = {"transparent": (0.85, 0.85, 0.85), "soft": (0.55, 0.7, 0.9), "opaque": (0.15, 0.25, 0.5)}

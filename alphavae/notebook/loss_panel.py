@@ -21,12 +21,12 @@ from IPython.display import display
 from matplotlib.figure import Figure
 
 from alphavae.blending import from_vae_range, over_checkerboard, to_vae_range
-from alphavae.conversion import convert_to_rgba
-from alphavae.finetune import finetune_steps
+from alphavae.vae.conversion import convert_to_rgba
+from alphavae.training.finetune import finetune_steps
 from alphavae.losses import (IMAGENET_MOMENTS, AlphaVAEObjective, BackgroundMoments, LossWeights, PatchDiscriminator,
                              abmse_loss, abmse_map, composite_vae, naive_mse_loss, naive_mse_map,
                              sampled_composite_loss)
-from alphavae.plotting import DPI, to_numpy_image
+from alphavae.notebook.plotting import DPI, to_numpy_image
 
 # --- which pixels each term cares about -------------------------------------------------------------------
 

@@ -16,19 +16,6 @@ from pathlib import Path
 from typing import Any
 
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def shipped_config(name: str) -> Path:
-    """``configs/<name>.json`` of the project (``toy``, ``main``, ``naive_mse``, …): inside the installed
-    package (``alphavae/_configs``) or at the root of a source checkout."""
-    for folder in (_PACKAGE_DIR / "_configs", _PACKAGE_DIR.parent / "configs"):
-        path = folder / f"{name}.json"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"configs/{name}.json not found; give the path of a config file instead")
-
-
 class ConfigError(ValueError):
     """A training configuration that cannot be used; the message names the file and the key."""
 
@@ -37,7 +24,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     """One training run. Defaults are the paper's (method.md §3) except where the comment says why not."""
 
-    vae: str = "embedded"  # SPEC of the pretrained RGB VAE to extend (alphavae.vae.load_vae)
+    vae: str = "embedded"  # SPEC of the pretrained RGB VAE to extend (alphavae.vae.loading.load_vae)
     data: str = "rgba-train"  # a folder of RGBA images, "sample" (shipped), or a folder name under the shared data
     split: str | None = "split-rgba-train.json"  # held-out split file (relative: to the config's folder); None = no held-out set
     image_size: int = 256  # long side, premultiplied resize, centred on a transparent square

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from alphavae.imageio import ImageReadError, list_images, load_rgba, resize_long_side
-from alphavae.metrics import AlphaReport, alpha_metric, merge_reports
+from alphavae.metric.alpha import AlphaReport, alpha_metric, merge_reports
 
 
 @dataclass
@@ -69,7 +69,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, target_dir: str | os.PathLike,
                      device: str | torch.device = "cpu", batch_size: int = 16, **metric_kwargs) -> FolderEvaluation:
     """The ALPHA metric of every prediction in ``pred_dir`` against its target in ``target_dir``.
 
-    ``metric_kwargs`` go to :func:`alphavae.metrics.alpha_metric` (backgrounds, metrics, ssim_mode, masked,
+    ``metric_kwargs`` go to :func:`alphavae.metric.alpha.alpha_metric` (backgrounds, metrics, ssim_mode, masked,
     jpeg_quality, lpips_model). Raises ``ValueError`` naming the files for missing partners, a size mismatch,
     or when no pair is readable.
     """

@@ -1,4 +1,4 @@
-"""Training the latent diffusion model of :mod:`alphavae.generation` on the RGBA VAE's latents.
+"""Training the latent diffusion model of :mod:`alphavae.generation.sampler` on the RGBA VAE's latents.
 
 Recipe: the training split (``configs/split-rgba-train.json``, the same held-out images as the RGBA VAE
 trainer) is resized to ``image_size`` (premultiplied, centred on a transparent square) and encoded **once**
@@ -8,7 +8,7 @@ with the paired RGBA VAE — the posterior mean and std of every image and of it
 dropout for classifier-free guidance. AdamW, warm-up + cosine learning rate, an EMA of the weights (what is
 saved), bf16 autocast on a GPU, a fixed seed, checkpoint/resume (``checkpoint.pt``), a tqdm bar.
 
-Run ``python -m alphavae.generation_training --help``; the exact command behind the shipped
+Run ``python -m alphavae.generation.train --help``; the exact command behind the shipped
 ``embedded-generator`` is in its ``MODEL_CARD.md``.
 """
 
@@ -29,14 +29,15 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
-from alphavae.data import RGBAFolder, shared_data_dir
-from alphavae.generation import UNetShape, build_unet, save_generator, training_scheduler
+from alphavae.training.data import RGBAFolder
+from alphavae.paths import shared_data_dir, shipped_config
+from alphavae.generation.sampler import UNetShape, build_unet, save_generator, training_scheduler
 from alphavae.imageio import atomic_write
-from alphavae.splits import read_split, split_files
-from alphavae.vae import latent_factors, load_vae, torch_device, weights_sha256
+from alphavae.training.splits import read_split, split_files
+from alphavae.vae.loading import latent_factors, load_vae, torch_device, weights_sha256
 
 #: The split shared with the RGBA VAE trainer (helper E's file): same held-out images everywhere.
-DEFAULT_SPLIT = Path(__file__).resolve().parent.parent / "configs" / "split-rgba-train.json"
+DEFAULT_SPLIT = shipped_config("split-rgba-train")
 
 
 @dataclass
@@ -236,14 +237,14 @@ def train_generator(config: GeneratorConfig, output: str | Path, resume: bool = 
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "n_parameters": sum(p.numel() for p in unet.parameters()), "config": asdict(config),
     }
-    command = command or "python -m alphavae.generation_training " + " ".join(sys.argv[1:])
+    command = command or "python -m alphavae.generation.train " + " ".join(sys.argv[1:])
     return save_generator(unet, scheduler, info, output / "model", _model_card(config, info, command))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m alphavae.generation_training --vae SPEC --output DIR [--steps N] ...``"""
-    parser = argparse.ArgumentParser(prog="python -m alphavae.generation_training", description=__doc__.splitlines()[0],
-                                     epilog="example: python -m alphavae.generation_training --vae embedded-rgba --output runs/gen --steps 3000")
+    """``python -m alphavae.generation.train --vae SPEC --output DIR [--steps N] ...``"""
+    parser = argparse.ArgumentParser(prog="python -m alphavae.generation.train", description=__doc__.splitlines()[0],
+                                     epilog="example: python -m alphavae.generation.train --vae embedded-rgba --output runs/gen --steps 3000")
     parser.add_argument("--output", required=True, help="run folder (model/, checkpoint.pt, latents.pt, log.jsonl)")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     for name, value in asdict(GeneratorConfig()).items():

@@ -20,9 +20,9 @@ import torch
 from matplotlib.figure import Figure
 
 from alphavae.blending import BACKGROUNDS, composite, over_checkerboard
-from alphavae.degradations import DEGRADATIONS, degrade, scale_alpha
-from alphavae.metrics import AlphaReport, alpha_metric
-from alphavae.plotting import DPI, to_numpy_image
+from alphavae.metric.degradations import DEGRADATIONS, degrade, scale_alpha
+from alphavae.metric.alpha import AlphaReport, alpha_metric
+from alphavae.notebook.plotting import DPI, to_numpy_image
 
 
 @dataclass
@@ -41,7 +41,7 @@ class BlendResult:
 
 def blend_and_score(target: torch.Tensor, alpha_scale: float = 1.0, background: str = "gray",
                     degradation: str = "blur", strength: float = 0.5, seed: int = 0) -> BlendResult:
-    """Make a prediction from ``target`` (``(4, H, W)`` RGBA in [0, 1]) by :func:`~alphavae.degradations.degrade`
+    """Make a prediction from ``target`` (``(4, H, W)`` RGBA in [0, 1]) by :func:`~alphavae.metric.degradations.degrade`
     and then scaling its alpha by ``alpha_scale``; score it with the ALPHA metric (PSNR and SSIM).
 
     ``scores`` holds PSNR/SSIM over ``background``, their means over the 9 backgrounds, and the alpha-only

@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from alphavae.imageio import load_rgba
-from alphavae.plotting import show_rgba
+from alphavae.notebook.plotting import show_rgba
 
 #: Terms plotted by default, in this order, when the log has them.
 LOSS_TERMS = ("loss/reconstruction", "loss/prior_kl", "loss/reference_kl", "loss/perceptual", "loss/adversarial",

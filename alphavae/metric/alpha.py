@@ -12,7 +12,7 @@ the mean over backgrounds. Definitions used here (all per image, then averaged o
   the interior (a 5-pixel border dropped) exactly as scikit-image's ``structural_similarity(
   gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` does (see :func:`ssim` for why we do
   not call torchmetrics here).
-- **LPIPS**: AlexNet v0.1 (:mod:`alphavae.perceptual`), inputs in [-1, 1]; ``None`` with a note when no real
+- **LPIPS**: AlexNet v0.1 (:mod:`alphavae.metric.lpips_model`), inputs in [-1, 1]; ``None`` with a note when no real
   backbone weights are available.
 - **Alpha-only** (matting conventions): PSNR of α; SAD = Σ|α̂ − α| / 1000 (thousands of pixels); gradient
   error = Σ(|∇α̂| − |∇α|)² / 1000 with ∇ by Gaussian-derivative filters, σ = 1.4 (as
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from alphavae.blending import composite, resolve_backgrounds
-from alphavae.perceptual import LPIPSUnavailable, find_backbone_weights, load_lpips
+from alphavae.metric.lpips_model import LPIPSUnavailable, find_backbone_weights, load_lpips
 
 METRICS = ("psnr", "ssim", "lpips")
 ALPHA_METRICS = ("psnr", "sad", "grad")
@@ -346,7 +346,7 @@ def alpha_metric(pred: torch.Tensor, target: torch.Tensor, backgrounds: Sequence
 
     ``backgrounds``: names (default all 9) or ``{name: rgb}``. ``metrics``: any of psnr, ssim, lpips (the
     alpha-only metrics are always computed). LPIPS uses ``lpips_model`` or loads real weights
-    (:func:`alphavae.perceptual.load_lpips`); if none exist it is ``None`` with a note. Runs on ``pred``'s
+    (:func:`alphavae.metric.lpips_model.load_lpips`); if none exist it is ``None`` with a note. Runs on ``pred``'s
     device, ``batch_size`` images at a time. See the module docstring for every definition.
     """
     _check_inputs(pred, target)

@@ -17,7 +17,7 @@ import torch
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from alphavae.blending import background_tensor, premultiply, unpremultiply
-from alphavae.metrics import jpeg_roundtrip
+from alphavae.metric.alpha import jpeg_roundtrip
 
 #: The kinds :func:`degrade` knows, in the order a widget lists them.
 DEGRADATIONS = ("none", "blur", "jpeg", "noise", "hard_alpha", "hidden_colour")

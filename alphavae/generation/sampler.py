@@ -2,7 +2,7 @@
 
 Because the RGBA VAE keeps the RGB VAE's latent space, any latent diffusion model can be taught to produce
 RGBA latents; decoding them with the RGBA VAE gives colour *and* alpha. The paper fine-tunes FLUX with a
-LoRA (see :mod:`alphavae.lora` for that path); here, offline and small, we train a class-conditional
+LoRA (see :mod:`alphavae.generation.lora` for that path); here, offline and small, we train a class-conditional
 diffusers ``UNet2DModel`` from scratch on the latents of the project's clip-art training split.
 
 Choices, all stored with the model:
@@ -35,7 +35,7 @@ import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from alphavae.blending import from_vae_range
-from alphavae.vae import load_vae, resolve_spec, torch_device, weights_sha256
+from alphavae.vae.loading import load_vae, resolve_spec, torch_device, weights_sha256
 
 #: The file beside the UNet that says how the generator pairs with its VAE and how to sample it.
 INFO_FILE = "generator.json"

@@ -12,7 +12,7 @@ Three kinds of numbers:
   pretrained RGB VAE encoder (``embedded``): mean and std over positions of its last activation map. It ranks
   models trained on the same data; its values are not comparable with published FIDs.
 
-``python -m alphavae.gen_eval --model main=DIR --model naive_mse=DIR ...`` samples every generator, scores
+``python -m alphavae.generation.evaluate --model main=DIR --model naive_mse=DIR ...`` samples every generator, scores
 it and writes ``results/generation.json`` + ``.md`` (with the command and device).
 """
 
@@ -29,11 +29,12 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from alphavae.blending import composite, resolve_backgrounds, to_vae_range
-from alphavae.data import RGBAFolder, shared_data_dir
-from alphavae.generation import generate_with, load_generator
+from alphavae.training.data import RGBAFolder
+from alphavae.paths import results_dir, shared_data_dir
+from alphavae.generation.sampler import generate_with, load_generator
 from alphavae.imageio import atomic_write
-from alphavae.splits import read_split, split_files
-from alphavae.vae import load_vae, torch_device, weights_sha256
+from alphavae.training.splits import read_split, split_files
+from alphavae.vae.loading import load_vae, torch_device, weights_sha256
 
 #: α below this is "transparent", above ``OPAQUE`` "opaque", in between "soft".
 TRANSPARENT, OPAQUE = 0.01, 0.99
@@ -175,7 +176,7 @@ def _mean_scores(per_background: dict[str, dict[str, float]]) -> dict[str, float
 def load_split_images(size: int, which: str = "heldout", root: str | Path | None = None,
                       split: str | Path | None = None, limit: int | None = None) -> torch.Tensor:
     """The held-out (or training) images of the shared split as ``(N, 4, size, size)`` — as the generator sees them."""
-    from alphavae.generation_training import DEFAULT_SPLIT
+    from alphavae.generation.train import DEFAULT_SPLIT
 
     root = Path(root) if root else shared_data_dir() / "rgba-train"
     train, heldout = split_files(root, read_split(split or DEFAULT_SPLIT))
@@ -209,13 +210,6 @@ def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, devi
     return {"n_generated": n, "seed": seed, "image_size": size, "feature_vae": feature_vae,
             "feature_vae_sha256": weights_sha256(feature_vae),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "models": results}
-
-
-def results_dir() -> Path:
-    """The committed results: ``alphavae/_results`` when installed, else the checkout's ``results/``."""
-    here = Path(__file__).resolve().parent
-    installed = here / "_results"
-    return installed if (installed / "generation.json").is_file() else here.parent / "results"
 
 
 def read_results(path: str | Path | None = None) -> dict:
@@ -259,9 +253,9 @@ def write_results(report: dict, json_path: str | Path, md_path: str | Path, comm
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m alphavae.gen_eval --model NAME=SPEC [--model ...] --json FILE --md FILE``"""
-    parser = argparse.ArgumentParser(prog="python -m alphavae.gen_eval", description=__doc__.splitlines()[0],
-                                     epilog="example: python -m alphavae.gen_eval --model main=embedded-generator "
+    """``python -m alphavae.generation.evaluate --model NAME=SPEC [--model ...] --json FILE --md FILE``"""
+    parser = argparse.ArgumentParser(prog="python -m alphavae.generation.evaluate", description=__doc__.splitlines()[0],
+                                     epilog="example: python -m alphavae.generation.evaluate --model main=embedded-generator "
                                             "--json results/generation.json --md results/generation.md")
     parser.add_argument("--model", action="append", required=True, metavar="NAME=SPEC", help="a generator to score (repeat)")
     parser.add_argument("--n", type=int, default=512, help="samples per generator")
@@ -275,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     models = dict(m.split("=", 1) for m in args.model)
     report = compare_generators(models, n=args.n, seed=args.seed, device=args.device)
     report["notes"] = args.note
-    command = args.command or "python -m alphavae.gen_eval " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = args.command or "python -m alphavae.generation.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     write_results(report, args.json, args.md, command)
     print(results_markdown(report, command))
     return 0

@@ -10,7 +10,7 @@ checkpoint/resume. Training images are random crops at several scales of the pho
 photos are held out for evaluation (:func:`split_photos`). The latent ``scaling_factor`` is 1 / std of the
 latents over training crops, as SD computes it, and is stored in the saved config.
 
-Run ``python -m alphavae.pretrain --help``; the exact command behind the shipped weights is in
+Run ``python -m alphavae.vae.pretrain --help``; the exact command behind the shipped weights is in
 ``data/models/embedded-vae/MODEL_CARD.md``. Quality is measured by :mod:`alphavae.vae_quality`.
 """
 
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
 from alphavae.imageio import list_images, load_rgba
-from alphavae.vae import torch_device
+from alphavae.vae.loading import torch_device
 
 #: Every ``HELDOUT_EVERY``-th photo (sorted by path, counting from 1) is held out for evaluation.
 HELDOUT_EVERY = 6
@@ -144,7 +144,7 @@ def load_perceptual(weight: float, device: torch.device):
     """LPIPS (AlexNet) with real backbone weights, or ``(None, reason)`` when the term must be skipped."""
     if weight <= 0:
         return None, "LPIPS term off (weight 0)"
-    from alphavae.perceptual import LPIPSUnavailable, load_lpips
+    from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips
 
     try:
         return load_lpips("alex", device=device), None
@@ -291,9 +291,9 @@ def train(config: PretrainConfig, resume: bool = False) -> Path:
 def _parser() -> argparse.ArgumentParser:
     defaults = PretrainConfig(photos="", output="")
     parser = argparse.ArgumentParser(
-        prog="python -m alphavae.pretrain",
+        prog="python -m alphavae.vae.pretrain",
         description="Pretrain the small SD-family RGB VAE (the `embedded` model) on a folder of photos.",
-        epilog="example: python -m alphavae.pretrain --photos ../shared/data/rgb-photos --output runs/pretrain --steps 4000",
+        epilog="example: python -m alphavae.vae.pretrain --photos ../shared/data/rgb-photos --output runs/pretrain --steps 4000",
     )
     parser.add_argument("--photos", required=True, help="folder of RGB photos (every 6th, sorted, is held out)")
     parser.add_argument("--output", required=True, help="folder for checkpoint.pt, the summary and embedded-vae/")

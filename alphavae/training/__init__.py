@@ -1,0 +1,2 @@
+"""Training the RGBA VAE (method.md §3): configs validated at load, data and the held-out split, one checkpoint
+format, the trainer, the notebook fine-tune, and the ablation."""
