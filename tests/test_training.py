@@ -23,7 +23,8 @@ from alphavae.cli import main as cli_main
 from alphavae.losses import AlphaVAEObjective
 from alphavae.training.config import ConfigError, config_from_dict, load_config
 from alphavae.training.data import StepBatchSampler
-from alphavae.training.trainer import TrainingDiverged, loss_weights, read_log, train
+from alphavae.training.loop import read_log
+from alphavae.training.trainer import TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -47,7 +48,7 @@ def tiny_vae(tmp_path_factory) -> Path:
 def tiny_config(vae: Path, **changes) -> dict:
     """A config of a few 32-px steps on the shipped sample, GAN from step 2 so every part runs."""
     raw = {"vae": str(vae), "data": "sample", "split": None, "image_size": 32, "steps": 8, "batch_size": 4,
-           "lr": 1e-3, "warmup_steps": 1, "loss": {"disc_start": 2}, "device": "cpu", "num_workers": 0,
+           "lr": 1e-3, "warmup_steps": 1, "loss": {"disc_start": 2, "perceptual": 0.0}, "device": "cpu", "num_workers": 0,
            "log_every": 1, "sample_every": 4, "checkpoint_every": 3, "keep_checkpoints": 2, "ema_decay": 0.9}
     raw.update(changes)
     return raw
@@ -104,16 +105,16 @@ def test_kill_and_resume_gives_the_same_weights(tiny_vae, tmp_path):
 
 
 def test_outputs_fp16_copy_and_notes(tiny_vae, tmp_path):
-    result = train(config_from_dict(tiny_config(tiny_vae, steps=4)), tmp_path / "run")
+    raw = tiny_config(tiny_vae, steps=4, lpips_net="alex", loss={"disc_start": 2})  # every term on, real LPIPS-Alex
+    result = train(config_from_dict(raw), tmp_path / "run")
     fp32, fp16 = weights_of(tmp_path / "run"), load_file(result.fp16_dir / "diffusion_pytorch_model.safetensors")
     assert all(t.dtype == torch.float16 for t in fp16.values())
     assert all(torch.allclose(fp32[k], fp16[k].float(), rtol=1e-3, atol=1e-4) for k in fp32)
     assert json.loads((result.fp16_dir / "config.json").read_text())["in_channels"] == 4
     info = json.loads((tmp_path / "run" / "run.json").read_text())
-    if result.discriminator is not None and any("LPIPS unavailable" in n for n in result.notes):
-        assert any(n.startswith("perceptual term off: LPIPS unavailable") for n in info["notes"])
+    assert info["notes"] == [] and result.notes == []  # no term skipped
     log = read_log(tmp_path / "run")
-    assert {"loss/reconstruction", "loss/prior_kl", "loss/reference_kl", "lr", "total"} <= log[0].keys()
+    assert {"loss/reconstruction", "loss/perceptual", "loss/prior_kl", "loss/reference_kl", "lr", "total"} <= log[0].keys()
     assert "disc/loss" in log[-1] and "loss/adversarial" in log[-1]  # the GAN runs from disc_start = 2
     assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
 
@@ -145,8 +146,8 @@ def test_config_errors_name_the_key_and_file(tmp_path, capsys):
         config_from_dict({"steps": "many"}, "x.json")
     with pytest.raises(ConfigError, match="'batch_size' must be > 0"):
         config_from_dict({"batch_size": 0}, "x.json")
-    with pytest.raises(ConfigError, match=r"'loss\.disk_start'"):
-        loss_weights(config_from_dict({"loss": {"disk_start": 5}}))
+    with pytest.raises(ConfigError, match=r"x\.json.*'loss\.disk_start'"):
+        config_from_dict({"loss": {"disk_start": 5}}, "x.json")
 
 
 def test_shipped_configs_load():
@@ -154,9 +155,15 @@ def test_shipped_configs_load():
         if path.name.startswith(("split-", "ablation")):
             continue
         config = load_config(path)
-        loss_weights(config, str(path))
         if path.stem not in ("toy", "paper"):  # short runs keep the paper's proportions of warm-up and GAN start
-            assert abs(loss_weights(config).disc_start / config.steps - 4000 / 30000) < 0.01, path
+            assert abs(config.loss_weights().disc_start / config.steps - 4000 / 30000) < 0.01, path
+
+
+def test_a_perceptual_weight_without_lpips_weights_is_refused_not_skipped(tiny_vae, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHAVAE_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ConfigError, match=r"loss\.perceptual is 0\.5 but LPIPS-vgg needs ImageNet weights: run `alphavae weights fetch`"):
+        train(config_from_dict(tiny_config(tiny_vae, loss={})), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 DDP_SCRIPT = """

@@ -19,7 +19,7 @@ EPILOG = """examples:
   alphavae eval --pred runs/recon --target data/rgba-sample
   alphavae eval --pred runs/recon --target data/rgba-sample --metrics psnr,ssim --backgrounds black,white --json eval.json
   alphavae eval --pred runs/recon --target data/rgba-sample --masked --jpeg-quality 75   # the paper's JPEG variant
-LPIPS needs real ImageNet AlexNet weights: --lpips-weights FILE, $ALPHAVAE_LPIPS_WEIGHTS, or torch hub's cache."""
+LPIPS (AlexNet v0.1 by default, --lpips-net vgg on request) needs the ImageNet backbones: `alphavae weights fetch` once."""
 
 
 def _csv(text: str) -> list[str]:
@@ -40,7 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--masked", action="store_true", help="also report every metric over pixels where target alpha > 0")
     p.add_argument("--ssim-mode", choices=("luma", "rgb"), default="luma", help="SSIM on BT.601 luma (paper) or per RGB channel")
     p.add_argument("--jpeg-quality", type=int, help="round-trip composites through JPEG (the published pipeline uses 75)")
-    p.add_argument("--lpips-weights", type=Path, help="torchvision AlexNet weights file (alexnet-owt-7be5be79.pth) or its folder")
+    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (alex: the paper's, as pyiqa's lpips)")
+    p.add_argument("--lpips-weights", type=Path, help="folder of the converted backbones (default: the cache `alphavae weights fetch` fills)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (auto: cuda if present)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (each batch is scored over all backgrounds at once)")
     p.set_defaults(func=run)
@@ -53,15 +54,16 @@ def _device(choice: str) -> torch.device:
 
 
 def _lpips_model(args: argparse.Namespace, device: torch.device):
-    """Real LPIPS if asked for and available; an explicit --lpips-weights that fails is an error."""
-    from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips
+    """LPIPS from an explicit --lpips-weights folder (failing there is an error); else None, and the metric
+    loads it from the cache or reports it unavailable with the reason."""
+    from alphavae.metric.backbones import lpips_or_reason
 
     if "lpips" not in args.metrics or args.lpips_weights is None:
         return None
-    try:
-        return load_lpips(weights=args.lpips_weights, device=device)
-    except LPIPSUnavailable as exc:
-        raise CLIError(f"--lpips-weights: {exc}") from exc
+    model, reason = lpips_or_reason(args.lpips_net, device, args.lpips_weights)
+    if model is None:
+        raise CLIError(f"--lpips-weights {args.lpips_weights}: {reason}")
+    return model
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_folders(
         args.pred, args.target, size=args.size, device=device, batch_size=args.batch_size,
         metrics=tuple(args.metrics), backgrounds=args.backgrounds, ssim_mode=args.ssim_mode, masked=args.masked,
-        jpeg_quality=args.jpeg_quality, lpips_model=_lpips_model(args, device),
+        jpeg_quality=args.jpeg_quality, lpips_model=_lpips_model(args, device), lpips_net=args.lpips_net,
     )
     print(result.report.table())
     for name, reason in result.bad_files.items():

@@ -26,6 +26,7 @@ from alphavae.losses import perceptual as perc
 from alphavae.losses import reconstruction as rec_term
 from alphavae.losses.compositing import BLACK_WHITE
 from alphavae.losses.reconstruction import IMAGENET_MOMENTS, BackgroundMoments
+from alphavae.vae.conversion import convert_to_rgba
 
 #: Reconstruction terms ``LossWeights.reconstruction_loss`` can name.
 RECONSTRUCTION_LOSSES = ("abmse", "mse")
@@ -48,24 +49,29 @@ class LossWeights:
     blend_p: float = aug.BLEND_P
 
     def __post_init__(self) -> None:
+        def number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
         for name in TERMS:
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"loss weight {name}={value!r}: must be a number ≥ 0")
+            if not number(value) or value < 0:
+                raise ValueError(f"'loss.{name}' must be a number ≥ 0, got {value!r}")
         if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
-            raise ValueError(f"reconstruction_loss={self.reconstruction_loss!r}: choose from {RECONSTRUCTION_LOSSES}")
-        if not 0 <= self.blend_p <= 1:
-            raise ValueError(f"blend_p={self.blend_p}: must be in [0, 1]")
-        if int(self.disc_start) != self.disc_start or self.disc_start < 0:
-            raise ValueError(f"disc_start={self.disc_start!r}: must be a whole number of steps ≥ 0")
+            raise ValueError(f"'loss.reconstruction_loss' must be one of {RECONSTRUCTION_LOSSES}, got {self.reconstruction_loss!r}")
+        if not number(self.blend_p) or not 0 <= self.blend_p <= 1:
+            raise ValueError(f"'loss.blend_p' must be in [0, 1], got {self.blend_p!r}")
+        if not number(self.disc_start) or int(self.disc_start) != self.disc_start or self.disc_start < 0:
+            raise ValueError(f"'loss.disc_start' must be a whole number of steps ≥ 0, got {self.disc_start!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> LossWeights:
-        """Build from a config mapping; an unknown key is an error naming it."""
+        """Build from a config mapping; an unknown key or a bad value is a ValueError naming ``loss.<key>``."""
+        if not isinstance(values, dict):
+            raise ValueError(f"'loss' must be an object of loss weights, got {values!r}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown loss weight key(s) {unknown}; known: {sorted(known)}")
+            raise ValueError(f"unknown key 'loss.{unknown[0]}' (known: {', '.join(sorted(known))})")
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -191,3 +197,20 @@ class AlphaVAEObjective:
         loss = adv.hinge_discriminator_loss(real, fake)
         return loss, {"disc/loss": float(loss.detach()), "disc/logits_real": float(real.detach().mean()),
                       "disc/logits_fake": float(fake.detach().mean())}
+
+
+def build_objective(rgb_vae: AutoencoderKL, weights: LossWeights, device: torch.device | str,
+                    lpips_model: nn.Module | None = None, disc_channels: int = 64,
+                    generator: torch.Generator | None = None) -> tuple[AutoencoderKL, AlphaVAEObjective]:
+    """The RGBA model to train and its objective, as every trainer builds them (method.md §2–3).
+
+    ``rgb_vae`` is converted to RGBA (a copy; it stays untouched) and, when the reference KL is on, serves
+    frozen as the reference; a PatchGAN of ``disc_channels`` base channels is built when the adversarial weight
+    is positive; ``lpips_model`` is the real LPIPS (none: the term is skipped and noted).
+    """
+    model = convert_to_rgba(rgb_vae).to(device).train().requires_grad_(True)
+    reference = rgb_vae.to(device).eval().requires_grad_(False) if weights.reference_kl > 0 else None
+    disc = adv.PatchDiscriminator(in_channels=4, base_channels=disc_channels).to(device).train() if weights.adversarial > 0 else None
+    objective = AlphaVAEObjective(weights, reference_vae=reference, lpips_model=lpips_model, discriminator=disc,
+                                  generator=generator)
+    return model, objective

@@ -28,7 +28,6 @@ with the paper only: it adds JPEG loss to every score).
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from alphavae.blending import composite, resolve_backgrounds
-from alphavae.metric.lpips_model import LPIPSUnavailable, find_backbone_weights, load_lpips
+from alphavae.metric.backbones import lpips_or_reason
 
 METRICS = ("psnr", "ssim", "lpips")
 ALPHA_METRICS = ("psnr", "sad", "grad")
@@ -226,11 +225,6 @@ def jpeg_roundtrip(rgb: torch.Tensor, quality: int = 75) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(rgb.device, rgb.dtype)
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_lpips(path: str, device: str) -> torch.nn.Module:
-    return load_lpips(weights=path, device=device)
-
-
 # ---------------------------------------------------------------------------------------------------- report
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
@@ -341,12 +335,13 @@ def _check_inputs(pred: torch.Tensor, target: torch.Tensor) -> None:
 def alpha_metric(pred: torch.Tensor, target: torch.Tensor, backgrounds: Sequence[str] | Mapping | None = None,
                  metrics: Sequence[str] = METRICS, ssim_mode: str = "luma", masked: bool = False,
                  jpeg_quality: int | None = None, lpips_model: torch.nn.Module | None = None,
-                 batch_size: int = 16) -> AlphaReport:
+                 batch_size: int = 16, lpips_net: str = "alex") -> AlphaReport:
     """The ALPHA metric of RGBA ``pred`` against ``target``, both ``(N, 4, H, W)`` straight alpha in [0, 1].
 
     ``backgrounds``: names (default all 9) or ``{name: rgb}``. ``metrics``: any of psnr, ssim, lpips (the
-    alpha-only metrics are always computed). LPIPS uses ``lpips_model`` or loads real weights
-    (:func:`alphavae.metric.lpips_model.load_lpips`); if none exist it is ``None`` with a note. Runs on ``pred``'s
+    alpha-only metrics are always computed). LPIPS uses ``lpips_model`` or loads LPIPS-``lpips_net`` on the
+    fetched ImageNet backbone (:func:`alphavae.metric.backbones.lpips_or_reason`); if none was fetched it is
+    ``None`` with a note. Runs on ``pred``'s
     device, ``batch_size`` images at a time. See the module docstring for every definition.
     """
     _check_inputs(pred, target)
@@ -363,10 +358,9 @@ def alpha_metric(pred: torch.Tensor, target: torch.Tensor, backgrounds: Sequence
     device = pred.device
     notes: list[str] = []
     if "lpips" in metrics and lpips_model is None:
-        try:
-            lpips_model = _cached_lpips(str(find_backbone_weights("alex")), str(device))
-        except LPIPSUnavailable as exc:
-            notes.append(f"lpips unavailable: {exc}")
+        lpips_model, reason = lpips_or_reason(lpips_net, device)
+        if reason:
+            notes.append(f"lpips unavailable: {reason}")
     if lpips_model is not None:
         lpips_model.to(device)
     rgb_metrics = [m for m in metrics if m != "lpips" or lpips_model is not None]

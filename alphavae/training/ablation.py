@@ -31,13 +31,17 @@ from alphavae.vae.conversion import convert_to_rgba
 from alphavae.training.data import RGBAFolder
 from alphavae.imageio import atomic_write, save_png
 from alphavae.metric.alpha import AlphaReport, alpha_metric
-from alphavae.losses import LossWeights
-from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips, lpips_unavailable_reason
+from alphavae.metric.backbones import lpips_or_reason
 from alphavae.training.config import ConfigError, TrainConfig, load_config, read_json
 from alphavae.training.data import train_and_heldout
-from alphavae.training.trainer import read_log, reconstruct, train
+from alphavae.training.loop import read_log
+from alphavae.training.trainer import train
+from alphavae.vae.reconstruct import reconstruct
 from alphavae.paths import results_dir
 from alphavae.vae.loading import load_vae, weights_sha256
+
+#: Images per encode → decode when the ablation reconstructs the held-out set.
+RECONSTRUCT_BATCH = 16
 
 #: Keys that must be equal across variants (same start, same data, same length).
 SHARED_KEYS = ("vae", "data", "split", "image_size", "max_images", "steps", "batch_size", "seed")
@@ -82,18 +86,16 @@ def variant_configs(ablation: AblationConfig, overrides: dict[str, Any] | None =
 def same_runs(configs: dict[str, TrainConfig]) -> dict[str, str]:
     """``{variant: earlier variant}`` for variants whose training would be the same run as an earlier one's.
 
-    Without real LPIPS weights the perceptual term is off everywhere, so "no_lpips" trains exactly what
-    "main" trains: it is not trained twice (two runs would differ only by GPU non-determinism, which the
-    table would show as a fake difference); its row repeats the earlier one, with a note.
+    Two variants whose configs differ only in their description (or whose loss objects say the same thing in
+    other words) are not trained twice: two runs would differ only by GPU non-determinism, which the table
+    would show as a fake difference; the later row repeats the earlier one, with a note.
     """
     seen: dict[str, str] = {}
     aliases: dict[str, str] = {}
     for name, cfg in configs.items():
         d = cfg.to_dict()
         d.pop("description")
-        d["loss"] = LossWeights.from_dict(cfg.loss).to_dict()
-        if lpips_unavailable_reason(weights=cfg.lpips_weights) is not None:
-            d["loss"]["perceptual"] = 0.0
+        d["loss"] = cfg.loss_weights().to_dict()
         key = json.dumps(d, sort_keys=True)
         if key in seen:
             aliases[name] = seen[key]
@@ -135,19 +137,13 @@ def train_variants(configs: dict[str, TrainConfig], ablation: AblationConfig, ou
 
 
 @torch.no_grad()
-def reconstruct_all(vae, images: torch.Tensor, device: torch.device, batch: int = 16) -> torch.Tensor:
-    """Posterior-mode reconstructions of ``images`` (N, C, H, W) in [0, 1], on ``device``, returned on the CPU."""
-    vae = vae.to(device).eval()
-    return torch.cat([reconstruct(vae, images[i:i + batch].to(device)).float().cpu() for i in range(0, len(images), batch)])
-
-
 def rgb_ceiling(rgb_vae, targets: torch.Tensor, device: torch.device, lpips_model=None) -> dict[str, Any]:
     """The RGB VAE on opaque composites, per background and mean (no alpha metrics: it has no alpha)."""
     per_bg: dict[str, dict[str, float | None]] = {}
     ones = torch.ones_like(targets[:, :1])
     for name, rgb in BACKGROUNDS.items():
         comp = torch.cat([composite(targets, rgb), ones], dim=1)
-        recon = reconstruct_all(rgb_vae, comp[:, :3], device)
+        recon = reconstruct(rgb_vae.to(device), comp[:, :3], RECONSTRUCT_BATCH)
         report = alpha_metric(torch.cat([recon, ones], 1).to(device), comp.to(device), backgrounds={name: rgb},
                               lpips_model=lpips_model)
         per_bg[name] = report.backgrounds[name]
@@ -204,12 +200,9 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
     dataset = RGBAFolder(heldout[0].parent, size=first.image_size, files=heldout)
     targets = torch.stack([dataset.load(i) for i in range(len(dataset))])
     notes: list[str] = []
-    try:
-        lpips_model = load_lpips(device=device)
-    except LPIPSUnavailable as exc:
-        lpips_model = None
-        notes.append(f"perceptual term off: LPIPS unavailable ({exc}); LPIPS column unavailable, and every variant "
-                     f"trained without the perceptual term (so 'main' and 'no_lpips' differ only by chance)")
+    lpips_model, reason = lpips_or_reason("alex", device)  # the metric's LPIPS (AlexNet v0.1, as the paper's)
+    if reason:
+        notes.append(f"LPIPS column unavailable: {reason}")
     picks = torch.linspace(0, len(targets) - 1, n_pictures).round().long().tolist() if n_pictures else []
     strips = results / "ablation_recon"
     strips.mkdir(parents=True, exist_ok=True)
@@ -222,7 +215,7 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
     rgb_vae = load_vae(first.vae)
     rows = []
     converted = convert_to_rgba(rgb_vae)
-    recon = reconstruct_all(converted, targets, device)
+    recon = reconstruct(converted.to(device), targets, RECONSTRUCT_BATCH)
     rows.append(_row("converted, untouched", "reference", alpha_metric(recon.to(device), targets.to(device), masked=True, lpips_model=lpips_model)))
     strip("converted", recon)
     aliases = same_runs(configs)
@@ -234,7 +227,7 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
                          f"here because the perceptual term is off: LPIPS unavailable)")
             continue
         run = output / name
-        recon = reconstruct_all(load_vae(str(run / "model")), targets, device)
+        recon = reconstruct(load_vae(str(run / "model"), device=device), targets, RECONSTRUCT_BATCH)
         report = alpha_metric(recon.to(device), targets.to(device), masked=True, lpips_model=lpips_model)
         log = read_log(run)
         run_info = json.loads((run / "run.json").read_text())

@@ -3,7 +3,8 @@
 One JSON file describes one run (``configs/*.json``). Every key is checked: an unknown key, a wrong type or
 a value out of range is a ``ConfigError`` naming the key and the file, so a typo never silently falls back to
 a default. The loss weights are a nested ``"loss"`` object with the fields of
-:class:`alphavae.losses.objective.LossWeights` (paper defaults when left out).
+:class:`alphavae.losses.objective.LossWeights` (paper defaults when left out), checked here too, so every error
+in a config file surfaces when it is read, not at step 0.
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from diffusers.optimization import SchedulerType
+
+from alphavae.losses import LossWeights
+
+#: Learning-rate schedules a config can name (diffusers.optimization.get_scheduler's names).
+LR_SCHEDULES = tuple(s.value for s in SchedulerType)
+#: The smallest image side the PatchGAN's three strided layers can take (the side must also be a multiple of 8,
+#: the VAE's downsampling).
+MIN_IMAGE_SIZE = 32
 
 
 class ConfigError(ValueError):
@@ -49,7 +60,7 @@ class TrainConfig:
     n_samples: int = 4
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
-    lpips_weights: str | None = None  # AlexNet backbone file for LPIPS; None = the usual places
+    lpips_net: str = "vgg"  # LPIPS backbone of the perceptual term: vgg (as taming's VAE loss, the official code) or alex
     description: str = ""  # free text: what this run is, and why it differs from the paper
 
     def validate(self, source: str = "<config>") -> TrainConfig:
@@ -73,7 +84,23 @@ class TrainConfig:
             raise ConfigError(f"{source}: 'mixed_precision' must be auto, bf16, fp16 or no, got {self.mixed_precision!r}")
         if self.device not in ("auto", "cpu"):
             raise ConfigError(f"{source}: 'device' must be auto or cpu, got {self.device!r}")
+        if self.lpips_net not in ("alex", "vgg"):
+            raise ConfigError(f"{source}: 'lpips_net' must be alex or vgg, got {self.lpips_net!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"{source}: 'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.image_size < MIN_IMAGE_SIZE or self.image_size % 8:
+            raise ConfigError(f"{source}: 'image_size' must be a multiple of 8 and at least {MIN_IMAGE_SIZE}, got {self.image_size}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"{source}: 'seed' must be in [0, 2**32), got {self.seed}")
+        self.loss_weights(source)
         return self
+
+    def loss_weights(self, source: str = "<config>") -> LossWeights:
+        """The ``loss`` object as :class:`LossWeights`; an unknown key or a bad value names ``loss.<key>``."""
+        try:
+            return LossWeights.from_dict(self.loss)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (what ``save`` writes and ``load_config`` reads back)."""

@@ -19,10 +19,9 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import shutil
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,46 +29,23 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import AutoencoderKL
-from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import logging as diffusers_logging
-from tqdm import tqdm
 
 from alphavae.blending import over_checkerboard
-from alphavae.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from alphavae.vae.conversion import convert_to_rgba
-from alphavae.training.data import RGBAFolder
-from alphavae.losses import AlphaVAEObjective, LossWeights, PatchDiscriminator, blend_augment
-from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips
+from alphavae.losses import AlphaVAEObjective, LossWeights, blend_augment
+from alphavae.losses.objective import build_objective
+from alphavae.metric.backbones import lpips_or_reason
+from alphavae.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from alphavae.training.config import ConfigError, TrainConfig
-from alphavae.training.data import StepBatchSampler, make_loader, train_and_heldout
+from alphavae.training.data import RGBAFolder, StepBatchSampler, make_loader, train_and_heldout
+from alphavae.training.loop import LoopPlan, RunLog, read_log, run_lock, run_steps
+from alphavae.training.optim import adamw, lr_schedule
 from alphavae.vae.loading import load_vae
-
+from alphavae.vae.reconstruct import reconstruct
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the message names the step and the term."""
-
-
-class _Counter:
-    """The number of finished steps, saved with every checkpoint."""
-
-    def __init__(self) -> None:
-        self.step = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.step = int(state["step"])
-
-
-def loss_weights(config: TrainConfig, source: str = "<config>") -> LossWeights:
-    """The config's ``loss`` object as :class:`LossWeights`; an unknown key is a ConfigError naming it."""
-    known = {f.name for f in fields(LossWeights)}
-    unknown = sorted(set(config.loss) - known)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key 'loss.{unknown[0]}' (known: {', '.join(sorted(known))})")
-    return LossWeights(**config.loss)
 
 
 @dataclass
@@ -106,55 +82,39 @@ def make_accelerator(config: TrainConfig, output: Path | None = None) -> Acceler
 
 
 def perceptual_model(weights: LossWeights, config: TrainConfig, device: torch.device, notes: list[str]):
-    """Real LPIPS (AlexNet) if its weights are present, else None with a note; never a random backbone."""
+    """LPIPS-``config.lpips_net`` on the fetched ImageNet backbone, or None when the term is off (weight 0).
+
+    A positive perceptual weight without the weights is an error, not a silent skip: the run would not be
+    the run the config describes (and a random backbone is never a stand-in).
+    """
     if weights.perceptual <= 0:
         notes.append("perceptual term off: weight 0")
         return None
-    try:
-        return load_lpips(weights=config.lpips_weights, device=device)
-    except LPIPSUnavailable as exc:
-        notes.append(f"perceptual term off: LPIPS unavailable ({exc})")
-        return None
+    model, reason = lpips_or_reason(config.lpips_net, device)
+    if model is None:
+        raise ConfigError(f"loss.perceptual is {weights.perceptual} but {reason}; or set loss.perceptual to 0")
+    return model
 
 
 def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
     """Load and convert the VAE, build the objective, optimisers, schedulers, discriminator and EMA."""
-    weights = loss_weights(config)
+    weights = config.loss_weights()
     device = accelerator.device
     notes: list[str] = []
-    rgb_vae = load_vae(config.vae)
-    model = convert_to_rgba(rgb_vae).to(device).train().requires_grad_(True)
+    lpips_model = perceptual_model(weights, config, device, notes)
+    model, objective = build_objective(load_vae(config.vae), weights, device, lpips_model)
+    notes += [note for note in objective.notes if not note.startswith("perceptual")]
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    reference = None
-    if weights.reference_kl > 0:
-        reference = rgb_vae.to(device).eval().requires_grad_(False)
-    else:
-        notes.append("reference KL term off: weight 0")
-    if weights.prior_kl <= 0:
-        notes.append("prior KL term off: weight 0")
-    lpips_model = perceptual_model(weights, config, device, notes)
-    discriminator = None
-    if weights.adversarial > 0:
-        discriminator = PatchDiscriminator(in_channels=4).to(device).train()
-    else:
-        notes.append("adversarial term off: weight 0")
-    objective = AlphaVAEObjective(weights, reference_vae=reference, lpips_model=lpips_model, discriminator=discriminator)
-
-    def adamw(params, lr):
-        return torch.optim.AdamW(params, lr=lr, betas=config.betas, weight_decay=config.weight_decay)
-
-    def schedule(opt, warmup, steps):
-        return get_scheduler(config.lr_schedule, opt, num_warmup_steps=warmup, num_training_steps=steps)
-
-    optimizer = adamw(model.parameters(), config.lr)
-    scheduler = schedule(optimizer, config.warmup_steps, config.steps)
+    optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay)
+    scheduler = lr_schedule(optimizer, config.lr_schedule, config.warmup_steps, config.steps)
     setup = TrainingSetup(accelerator, config, weights, model, objective, optimizer, scheduler, notes=notes)
-    if discriminator is not None:
-        setup.discriminator = discriminator
-        setup.disc_optimizer = adamw(discriminator.parameters(), config.disc_lr or config.lr)
+    if objective.discriminator is not None:
+        setup.discriminator = objective.discriminator
+        setup.disc_optimizer = adamw(setup.discriminator.parameters(), config.disc_lr or config.lr, config.betas,
+                                     config.weight_decay)
         disc_steps = max(config.steps - weights.disc_start, 1)
-        setup.disc_scheduler = schedule(setup.disc_optimizer, min(config.warmup_steps, disc_steps), disc_steps)
+        setup.disc_scheduler = lr_schedule(setup.disc_optimizer, config.lr_schedule, min(config.warmup_steps, disc_steps), disc_steps)
     if config.ema_decay is not None:
         setup.ema = EMAModel(model.parameters(), decay=config.ema_decay)
         setup.ema.to(device)
@@ -246,19 +206,13 @@ def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int) -> dict[str
     return logs
 
 
-def reconstruct(model: AutoencoderKL, x01: torch.Tensor) -> torch.Tensor:
-    """Posterior-mode reconstruction of RGBA images in [0, 1] (evaluation and samples)."""
-    z = model.encode(x01 * 2 - 1).latent_dist.mode()
-    return ((model.decode(z).sample + 1) / 2).clamp(0, 1)
-
-
 @torch.no_grad()
 def log_samples(setup: TrainingSetup, samples: torch.Tensor, step: int) -> None:
     """Targets (top) and reconstructions (bottom) over checkerboards, to TensorBoard."""
     model = setup.model
     model.eval()
     with setup.accelerator.autocast():
-        recon = reconstruct(model, samples.to(setup.accelerator.device)).float()
+        recon = reconstruct(model, samples.to(setup.accelerator.device))
     model.train()
     grid = torch.cat([over_checkerboard(samples.cpu()), over_checkerboard(recon.cpu())], dim=0)
     tracker = setup.accelerator.get_tracker("tensorboard", unwrap=True)
@@ -305,43 +259,68 @@ class TrainResult:
     discriminator: torch.nn.Module | None
 
 
-def read_log(output: str | Path) -> list[dict[str, float]]:
-    """The run's ``log.jsonl``: one dict per logged step (``step``, every loss term, ``lr``, …)."""
-    path = Path(output) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _checkpoint_state(setup: TrainingSetup, step: int) -> dict[str, Any]:
+    """Everything every process shares, for :func:`alphavae.training.checkpoint.save_checkpoint`."""
+    state: dict[str, Any] = {"step": step, "model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
+                             "scheduler": setup.scheduler.state_dict()}
+    if setup.discriminator is not None:
+        state.update(discriminator=setup.discriminator.state_dict(), disc_optimizer=setup.disc_optimizer.state_dict(),
+                     disc_scheduler=setup.disc_scheduler.state_dict())
+    if setup.ema is not None:
+        state["ema"] = setup.ema.state_dict()
+    if setup.accelerator.scaler is not None:
+        state["scaler"] = setup.accelerator.scaler.state_dict()
+    return state
+
+
+def _restore(setup: TrainingSetup, shared: dict[str, Any], local: dict[str, Any]) -> int:
+    """Load a checkpoint's states into ``setup`` (and this process's RNG); returns its step."""
+    setup.model.load_state_dict(shared["model"])
+    setup.optimizer.load_state_dict(shared["optimizer"])
+    setup.scheduler.load_state_dict(shared["scheduler"])
+    if setup.discriminator is not None:
+        setup.discriminator.load_state_dict(shared["discriminator"])
+        setup.disc_optimizer.load_state_dict(shared["disc_optimizer"])
+        setup.disc_scheduler.load_state_dict(shared["disc_scheduler"])
+    if setup.ema is not None:
+        setup.ema.load_state_dict(shared["ema"])
+    if setup.accelerator.scaler is not None and "scaler" in shared:
+        setup.accelerator.scaler.load_state_dict(shared["scaler"])
+    set_rng_state(local["rng"])
+    return int(shared["step"])
 
 
 def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_after: int | None = None) -> TrainResult:
     """Run (or, with ``resume``, continue from the newest checkpoint) one training run into ``output``.
 
-    ``stop_after``: leave after that many steps in total as if killed (no final model) — for tests and for
-    splitting a long run over several sessions.
+    ``stop_after``: stop after that many steps in all, with a checkpoint and no final model — for tests and
+    for splitting a long run over several sessions (``--resume`` continues exactly).
     """
     output = Path(output)
-    if output.exists() and any(output.iterdir()) and not resume:
+    if output.exists() and any(p.name != ".lock" for p in output.iterdir()) and not resume:
         raise FileExistsError(f"{output}: output folder is not empty; use --resume to continue, or another --output")
-    acc = make_accelerator(config, output)
     train_files, heldout_files = train_and_heldout(config.data, config.split, config.max_images)
+    if len(train_files) < config.batch_size:
+        raise ConfigError(f"data: {len(train_files)} training image(s) in '{config.data}' are fewer than one batch "
+                          f"(batch_size {config.batch_size})")
+    acc = make_accelerator(config, output)
+    if acc.is_main_process:
+        with run_lock(output):
+            return _train(config, output, resume, stop_after, acc, train_files, heldout_files)
+    return _train(config, output, resume, stop_after, acc, train_files, heldout_files)
+
+
+def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | None, acc: Accelerator,
+           train_files: list[Path], heldout_files: list[Path]) -> TrainResult:
     set_seed(config.seed)  # the same initial discriminator on every process…
     setup = build_setup(config, acc)
     for module in (setup.model, setup.discriminator):
         broadcast_parameters(acc, module)  # …and made sure of, as DDP does when it wraps a model
     set_seed(config.seed, device_specific=True)  # then each process draws its own posterior samples
-    counter = _Counter()
-    for obj in (setup.model, setup.optimizer, setup.scheduler, counter):
-        acc.register_for_checkpointing(obj)
-    if setup.discriminator is not None:
-        for obj in (setup.discriminator, setup.disc_optimizer, setup.disc_scheduler):
-            acc.register_for_checkpointing(obj)
-    if setup.ema is not None:
-        acc.register_for_checkpointing(setup.ema)
     ckpt_root = output / "checkpoints"
     found = latest_checkpoint(ckpt_root) if resume else None
-    if found is not None:
-        load_checkpoint(acc, found)
-    start = counter.step
+    start = _restore(setup, *load_checkpoint(found, acc.process_index)) if found is not None else 0
     if acc.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
         run_info = {"config": config.to_dict(), "notes": setup.notes, "processes": acc.num_processes,
                     "device": str(acc.device), "mixed_precision": acc.mixed_precision,
                     "train_images": len(train_files), "heldout_images": len(heldout_files)}
@@ -353,41 +332,37 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     acc.init_trackers("alphavae", config={k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
     sampler = StepBatchSampler(len(train_files), config.batch_size, config.steps, config.seed, start,
                                acc.process_index, acc.num_processes)
-    loader = make_loader(train_files, config.image_size, sampler, config.num_workers)
+    batches = iter(make_loader(train_files, config.image_size, sampler, config.num_workers))
     sample_files = (heldout_files or train_files)[:config.n_samples]
     samples = None
     if sample_files:
         sample_set = RGBAFolder(sample_files[0].parent, size=config.image_size, files=sample_files)
         samples = torch.stack([sample_set.load(i) for i in range(len(sample_files))])
-    end = config.steps if stop_after is None else min(config.steps, stop_after)
-    log_file = output / "log.jsonl"
-    if acc.is_main_process and log_file.exists():  # drop lines logged after the checkpoint we resumed from
-        kept = [line for line in log_file.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= start]
-        log_file.write_text("".join(line + "\n" for line in kept))
-    quiet = not acc.is_local_main_process or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
-    progress = tqdm(total=config.steps, initial=start, desc="train", disable=quiet)
-    t0, images_per_s = time.perf_counter(), 0.0
-    for step, batch in zip(range(start, end), loader):
-        logs = train_step(setup, batch, step)
-        counter.step = step + 1
-        if counter.step % config.log_every == 0 or counter.step == end:
-            elapsed = time.perf_counter() - t0
-            images_per_s = (counter.step - start) * config.batch_size / max(elapsed, 1e-9)
-            logs["images_per_s"] = images_per_s
-            acc.log(logs, step=counter.step)
-            if acc.is_main_process:
-                with log_file.open("a") as fh:
-                    fh.write(json.dumps({"step": counter.step, **logs}) + "\n")
-            progress.set_postfix(loss=f"{logs['total']:.4g}", img_s=f"{images_per_s:.1f}")
-        if samples is not None and acc.is_main_process and (counter.step % config.sample_every == 0 or counter.step == config.steps):
-            log_samples(setup, samples, counter.step)
-        if counter.step % config.checkpoint_every == 0 and counter.step < config.steps:
-            save_checkpoint(acc, ckpt_root, counter.step, config.keep_checkpoints)
-        progress.update(1)
-    progress.close()
+    log = RunLog(output / "log.jsonl", start if found is not None else None, write=acc.is_main_process)
+    t0, speed = time.perf_counter(), {"images_per_s": 0.0}
+
+    def step(s: int) -> dict[str, float]:
+        logs = train_step(setup, next(batches), s)
+        if samples is not None and acc.is_main_process and ((s + 1) % config.sample_every == 0 or s + 1 == config.steps):
+            log_samples(setup, samples, s + 1)
+        return logs
+
+    def write_log(done: int, logs: dict[str, float]) -> str:
+        speed["images_per_s"] = (done - start) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
+        logs["images_per_s"] = speed["images_per_s"]
+        acc.log(logs, step=done)
+        log.write({"step": done, **logs})
+        return f"loss={logs['total']:.4g} img/s={speed['images_per_s']:.1f}"
+
+    def checkpoint(done: int) -> None:
+        save_checkpoint(ckpt_root, done, lambda: _checkpoint_state(setup, done), {"rng": rng_state()},
+                        config.keep_checkpoints, acc.process_index, acc.wait_for_everyone)
+
+    plan = LoopPlan(config.steps, config.log_every, config.checkpoint_every, stop_after=stop_after)
+    done = run_steps(plan, start, step, write_log, checkpoint, "train", show_progress=acc.is_local_main_process)
     model_dir, fp16_dir = output / "model", output / "model-fp16"
-    if counter.step >= config.steps and acc.is_main_process:
+    if done >= config.steps and acc.is_main_process:
         save_final(setup, output)
     acc.wait_for_everyone()
     acc.end_training()
-    return TrainResult(output, model_dir, fp16_dir, counter.step, setup.notes, images_per_s, setup.model, setup.discriminator)
+    return TrainResult(output, model_dir, fp16_dir, done, setup.notes, speed["images_per_s"], setup.model, setup.discriminator)

@@ -23,14 +23,18 @@ from alphavae.imageio import ImageReadError, list_images, load_rgba, pad_to_mult
 
 
 @torch.no_grad()
-def reconstruct(vae: AutoencoderKL, x01: torch.Tensor) -> torch.Tensor:
+def reconstruct(vae: AutoencoderKL, x01: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """``(N, C, H, W)`` in [0, 1] → the VAE's reconstruction (posterior mode), same shape, in [0, 1].
 
-    ``C`` must equal the VAE's ``in_channels``. Padding (bottom/right, replicated edge pixels, so the
-    border is not a fake edge) to a multiple of 8 is removed from the output.
+    The one encode → decode of the project: the CLI, the trainer's samples, the ablation and the notebooks call
+    it. ``C`` must equal the VAE's ``in_channels``. Padding (bottom/right, replicated edge pixels, so the
+    border is not a fake edge) to a multiple of 8 is removed from the output. ``batch_size`` sends the images
+    through in chunks (on the VAE's device); the result is float32 on ``x01``'s device.
     """
     if x01.dim() != 4 or x01.shape[1] != vae.config.in_channels:
         raise ValueError(f"expected (N, {vae.config.in_channels}, H, W) images for this VAE, got {tuple(x01.shape)}")
+    if batch_size is not None and len(x01) > batch_size:
+        return torch.cat([reconstruct(vae, x01[i:i + batch_size]) for i in range(0, len(x01), batch_size)])
     h, w = x01.shape[-2:]
     factor = downsampling_factor(vae)
     padded = F.pad(x01, (0, (-w) % factor, 0, (-h) % factor), mode="replicate")
