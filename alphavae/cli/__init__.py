@@ -1,4 +1,4 @@
-"""The ``alphavae`` command line (contract: ../shared/docs/cli.md): a thin layer over the package.
+"""The ``alphavae`` command line (contract: ``docs/cli.md``): a thin layer over the package.
 
 Each command lives in its own module with ``register(subparsers)``, which adds its parser and sets
 ``func``. Bad input ends with one line naming the file or argument and exit status 2; a folder command
@@ -11,8 +11,10 @@ import argparse
 import importlib
 import sys
 
+from alphavae.training.loop import RunLocked
+
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("eval", "reconstruct", "convert", "train", "generate")
+COMMANDS = ("eval", "reconstruct", "convert", "train", "generate", "pretrain", "generator", "weights")
 
 
 class CLIError(Exception):
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
+    except (CLIError, RunLocked, FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
         print(f"alphavae {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

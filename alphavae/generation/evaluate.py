@@ -1,26 +1,24 @@
 """How good are generated transparent images? Compare them with held-out real ones, composited over backgrounds.
 
-Three kinds of numbers:
+Two kinds of numbers:
 
 * **Alpha statistics** — the share of pixels that are transparent (α < 0.01), soft (in between) and opaque
   (α > 0.99), generated vs real. A generator on a VAE that ignores alpha shows ~100 % opaque.
-* **FID / KID with Inception** (torchmetrics) over the composites on each of the 9 backgrounds, *only* where
-  ``torch-fidelity`` and the real Inception weights are present (``torch.hub`` cache). Nothing is downloaded;
-  otherwise they are reported as unavailable, with the reason.
-* **The offline substitute — not FID**: the same Fréchet distance (``FD-VAE``) and kernel distance
-  (``KID-VAE``, unbiased MMD², polynomial kernel) computed by torchmetrics on features of the project's own
-  pretrained RGB VAE encoder (``embedded``): mean and std over positions of its last activation map. It ranks
-  models trained on the same data; its values are not comparable with published FIDs.
+* **FD-VGG16 and KID-VGG16** — the Fréchet distance and the kernel distance (unbiased MMD², polynomial kernel),
+  computed by torchmetrics on ImageNet VGG16 features (global-average-pooled conv5_3,
+  :func:`alphavae.metric.backbones.vgg16_features`) of the composites over white, black and gray, then averaged
+  over the three. **Not FID**: FID is defined on Inception features, whose weights cannot be fetched here; the
+  numbers rank models on the same data and are not comparable with published FIDs. Where torch-fidelity and
+  its Inception weights are present (a ``torch.hub`` cache, as on Colab), true FID/KID are added beside them.
 
-``python -m alphavae.generation.evaluate --model main=DIR --model naive_mse=DIR ...`` samples every generator, scores
-it and writes ``results/generation.json`` + ``.md`` (with the command and device).
+``alphavae generator eval --model main=DIR --model naive_mse=DIR ...`` samples every generator, scores it and
+writes ``results/generation.json`` + ``.md`` (with the command and device). A ``train split (reference)`` row
+scores real training images the same way: what a generator that reproduced the training data would get.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -28,16 +26,21 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from alphavae.blending import composite, resolve_backgrounds, to_vae_range
+from alphavae.blending import composite, resolve_backgrounds
+from alphavae.metric.backbones import VGG16Features, vgg16_features
 from alphavae.training.data import RGBAFolder
 from alphavae.paths import results_dir, shared_data_dir
 from alphavae.generation.sampler import generate_with, load_generator
 from alphavae.imageio import atomic_write
 from alphavae.training.splits import read_split, split_files
-from alphavae.vae.loading import load_vae, torch_device, weights_sha256
+from alphavae.vae.loading import torch_device
 
 #: α below this is "transparent", above ``OPAQUE`` "opaque", in between "soft".
 TRANSPARENT, OPAQUE = 0.01, 0.99
+#: The backgrounds the generated and real composites are scored over (FD/KID averaged over them).
+FEATURE_BACKGROUNDS = ("white", "black", "gray")
+#: The label every table gives the VGG16 numbers.
+FD_LABEL = "FD-VGG16 (not FID: no Inception weights)"
 #: torch-fidelity's Inception weights as ``torch.hub`` caches them.
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -48,25 +51,6 @@ def alpha_statistics(rgba: torch.Tensor, transparent: float = TRANSPARENT, opaqu
     t = (alpha < transparent).float().mean().item()
     o = (alpha > opaque).float().mean().item()
     return {"transparent": t, "soft": 1.0 - t - o, "opaque": o}
-
-
-class EncoderFeatures(nn.Module):
-    """Features from an RGB VAE encoder for Fréchet/kernel distances: per-channel mean and std of its last
-    activation map (before ``conv_out``). Input: RGB ``(B, 3, H, W)`` in [0, 1]. Not Inception: not FID."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.encoder = vae.encoder
-        self.num_features = 2 * self.encoder.conv_norm_out.num_channels
-
-    @torch.no_grad()
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        enc = self.encoder
-        h = enc.conv_in(to_vae_range(rgb).to(enc.conv_in.weight.dtype))
-        for block in enc.down_blocks:
-            h = block(h)
-        h = enc.conv_act(enc.conv_norm_out(enc.mid_block(h))).float()
-        return torch.cat([h.mean(dim=(2, 3)), h.std(dim=(2, 3))], dim=1)
 
 
 def inception_unavailable_reason() -> str | None:
@@ -136,18 +120,18 @@ def distribution_distances(real_rgb: torch.Tensor, fake_rgb: torch.Tensor, featu
                              kid_subset_size, seed)
 
 
-def evaluate_generation(fake: torch.Tensor, real: torch.Tensor, feature: nn.Module, backgrounds=None,
-                        inception: bool | None = None, kid_subset_size: int = 100,
+def evaluate_generation(fake: torch.Tensor, real: torch.Tensor, feature: VGG16Features,
+                        backgrounds=FEATURE_BACKGROUNDS, inception: bool | None = None, kid_subset_size: int = 100,
                         real_features: dict[str, torch.Tensor] | None = None) -> dict:
-    """Score generated RGBA images ``fake`` against real ones: alpha statistics, and FD/KID per background.
+    """Score generated RGBA images ``fake`` against real ones: alpha statistics, and FD/KID-VGG16 per background.
 
-    ``feature``: an :class:`EncoderFeatures` (the substitute). ``inception=None`` adds Inception FID/KID when
-    :func:`inception_unavailable_reason` allows, else a note says why they are missing. ``real_features``
-    (background → features of ``real``'s composites, filled in on first use) lets several models share them.
+    ``inception=None`` adds Inception FID/KID when :func:`inception_unavailable_reason` allows, else a note
+    says why they are missing. ``real_features`` (background → features of ``real``'s composites, filled in on
+    first use) lets several models share them.
     """
     result = {"n_generated": len(fake), "n_real": len(real),
               "alpha": {"generated": alpha_statistics(fake), "real": alpha_statistics(real)},
-              "vae_features": {}, "inception": None, "notes": []}
+              "vgg16": {}, "inception": None, "notes": []}
     reason = inception_unavailable_reason()
     use_inception = reason is None if inception is None else inception
     if reason is not None:
@@ -158,10 +142,10 @@ def evaluate_generation(fake: torch.Tensor, real: torch.Tensor, feature: nn.Modu
         if name not in real_features:
             real_features[name] = extract_features(composite(real, rgb), feature)
         fake_features = extract_features(composite(fake, rgb), feature)
-        result["vae_features"][name] = feature_distances(real_features[name], fake_features, kid_subset_size)
+        result["vgg16"][name] = feature_distances(real_features[name], fake_features, kid_subset_size)
         if use_inception:
             inception_scores[name] = distribution_distances(composite(real, rgb), composite(fake, rgb), 2048, kid_subset_size)
-    result["vae_features"]["mean"] = _mean_scores(result["vae_features"])
+    result["vgg16"]["mean"] = _mean_scores(result["vgg16"])
     if inception_scores:
         inception_scores["mean"] = _mean_scores(inception_scores)
         result["inception"] = inception_scores
@@ -188,14 +172,14 @@ def load_split_images(size: int, which: str = "heldout", root: str | Path | None
 
 
 def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, device: str = "auto",
-                       feature_vae: str = "embedded", root: str | None = None, split: str | None = None) -> dict:
+                       root: str | None = None, split: str | None = None) -> dict:
     """Sample ``n`` images from each generator folder and score them against the held-out split.
 
     Adds a ``train split (reference)`` row: real training images scored the same way — the value a
     generator that reproduced the training distribution exactly would get.
     """
     device = torch_device(device)
-    feature = EncoderFeatures(load_vae(feature_vae, device=device)).eval()
+    feature = vgg16_features(device)
     results, size, real, real_features = {}, None, None, {}
     for name, spec in models.items():
         generator = load_generator(spec, device=device)
@@ -207,8 +191,8 @@ def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, devi
     train = load_split_images(size, "train", root, split, limit=n)
     results["train split (reference)"] = {"generator": "real training images", "vae": "-", "steps": None,
                                           **evaluate_generation(train, real, feature, real_features=real_features)}
-    return {"n_generated": n, "seed": seed, "image_size": size, "feature_vae": feature_vae,
-            "feature_vae_sha256": weights_sha256(feature_vae),
+    return {"n_generated": n, "seed": seed, "image_size": size, "features": FD_LABEL,
+            "feature_backgrounds": list(FEATURE_BACKGROUNDS),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "models": results}
 
 
@@ -221,25 +205,26 @@ def read_results(path: str | Path | None = None) -> dict:
 
 
 def results_markdown(report: dict, command: str) -> str:
-    """The comparison as a Markdown table (means over the 9 backgrounds) with the command and device."""
+    """The comparison as a Markdown table (FD/KID means over the feature backgrounds) with the command and device."""
+    backgrounds = ", ".join(report.get("feature_backgrounds", FEATURE_BACKGROUNDS))
     lines = ["# Generation: generated vs held-out real transparent images", "",
              f"Command: `{command}`  ", f"Device: {report['device']}; {report['n_generated']} samples per model, seed "
-             f"{report['seed']}, {report['image_size']} px; means over the 9 backgrounds.", "",
-             "| model | VAE | steps | KID-VAE ×10³ | FD-VAE | FID (Inception) | transparent % | soft % | opaque % |",
+             f"{report['seed']}, {report['image_size']} px; FD and KID averaged over composites on {backgrounds}.", "",
+             "| model | VAE | steps | FD-VGG16 | KID-VGG16 ×10³ | FID (Inception) | transparent % | soft % | opaque % |",
              "|---|---|---|---|---|---|---|---|---|"]
     real_alpha = None
     for name, r in report["models"].items():
-        m = r["vae_features"]["mean"]
+        m = r["vgg16"]["mean"]
         inc = f"{r['inception']['mean']['fd']:.2f}" if r["inception"] else "unavailable"
         a = r["alpha"]["generated"]
         real_alpha = r["alpha"]["real"]
-        lines.append(f"| {name} | {r['vae']} | {r['steps'] or '-'} | {1e3 * m['kid']:.2f} ± {1e3 * m['kid_std']:.2f} | "
-                     f"{m['fd']:.2f} | {inc} | {100 * a['transparent']:.1f} | {100 * a['soft']:.1f} | {100 * a['opaque']:.1f} |")
+        lines.append(f"| {name} | {r['vae']} | {r['steps'] or '-'} | {m['fd']:.2f} | {1e3 * m['kid']:.2f} ± {1e3 * m['kid_std']:.2f} | "
+                     f"{inc} | {100 * a['transparent']:.1f} | {100 * a['soft']:.1f} | {100 * a['opaque']:.1f} |")
     lines.append(f"| held-out real images | - | - | - | - | - | {100 * real_alpha['transparent']:.1f} | "
                  f"{100 * real_alpha['soft']:.1f} | {100 * real_alpha['opaque']:.1f} |")
     notes = list(report.get("notes", [])) + sorted({note for r in report["models"].values() for note in r["notes"]})
-    lines += ["", "KID-VAE / FD-VAE: Fréchet and kernel distances on features of the project's pretrained RGB VAE "
-              f"encoder (`{report['feature_vae']}`), the offline substitute for FID — **not FID**; lower is better. "
+    lines += ["", f"FD-VGG16 / KID-VGG16: {FD_LABEL} — Fréchet and kernel distances on ImageNet VGG16 conv5_3 features "
+              "(global average pool); lower is better; comparable between these rows, not with published FIDs. "
               "Alpha columns: share of pixels with α < 0.01 / in between / α > 0.99.", ""]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
@@ -250,30 +235,3 @@ def write_results(report: dict, json_path: str | Path, md_path: str | Path, comm
     report = {**report, "command": command}
     atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"))
     atomic_write(md_path, lambda tmp: Path(tmp).write_text(results_markdown(report, command)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m alphavae.generation.evaluate --model NAME=SPEC [--model ...] --json FILE --md FILE``"""
-    parser = argparse.ArgumentParser(prog="python -m alphavae.generation.evaluate", description=__doc__.splitlines()[0],
-                                     epilog="example: python -m alphavae.generation.evaluate --model main=embedded-generator "
-                                            "--json results/generation.json --md results/generation.md")
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=SPEC", help="a generator to score (repeat)")
-    parser.add_argument("--n", type=int, default=512, help="samples per generator")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", required=True)
-    parser.add_argument("--md", required=True)
-    parser.add_argument("--command", help="the command to record (default: this one)")
-    parser.add_argument("--note", action="append", default=[], help="a line to add under the table (repeat)")
-    args = parser.parse_args(argv)
-    models = dict(m.split("=", 1) for m in args.model)
-    report = compare_generators(models, n=args.n, seed=args.seed, device=args.device)
-    report["notes"] = args.note
-    command = args.command or "python -m alphavae.generation.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_results(report, args.json, args.md, command)
-    print(results_markdown(report, command))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,18 +3,18 @@
 Recipe: the training split (``configs/split-rgba-train.json``, the same held-out images as the RGBA VAE
 trainer) is resized to ``image_size`` (premultiplied, centred on a transparent square) and encoded **once**
 with the paired RGBA VAE — the posterior mean and std of every image and of its mirror image are cached in
-``latents.pt`` — then every step draws a posterior sample ``z = mean + std·ε``, scales it
+``latents.safetensors`` — then every step draws a posterior sample ``z = mean + std·ε``, scales it
 (``(z − shift)·scale``) and trains the UNet on the DDPM loss (v-prediction, MSE), with random class-label
 dropout for classifier-free guidance. AdamW, warm-up + cosine learning rate, an EMA of the weights (what is
-saved), bf16 autocast on a GPU, a fixed seed, checkpoint/resume (``checkpoint.pt``), a tqdm bar.
+saved), bf16 autocast on a GPU, a fixed seed, and the checkpoints, loop and lock every trainer shares
+(:mod:`alphavae.training.loop`; exact resume).
 
-Run ``python -m alphavae.generation.train --help``; the exact command behind the shipped
-``embedded-generator`` is in its ``MODEL_CARD.md``.
+Run ``alphavae generator train --help``; the exact command behind the shipped ``embedded-generator`` is in its
+``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
@@ -33,6 +34,9 @@ from alphavae.training.data import RGBAFolder
 from alphavae.paths import shared_data_dir, shipped_config
 from alphavae.generation.sampler import UNetShape, build_unet, save_generator, training_scheduler
 from alphavae.imageio import atomic_write
+from alphavae.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
+from alphavae.training.optim import adamw, lr_schedule
 from alphavae.training.splits import read_split, split_files
 from alphavae.vae.loading import latent_factors, load_vae, torch_device, weights_sha256
 
@@ -62,8 +66,10 @@ class GeneratorConfig:
     ema_decay: float = 0.999
     hflip: bool = True
     seed: int = 0
+    log_every: int = 50
     checkpoint_every: int = 1000
-    max_minutes: float | None = None
+    keep_checkpoints: int = 2
+    max_minutes: float | None = None  # stop this call (with a checkpoint) after this long; --resume continues
     guidance_scale: float = 2.0
     num_inference_steps: int = 25
     device: str = "auto"
@@ -93,17 +99,19 @@ def encode_posteriors(vae, dataset: RGBAFolder, batch_size: int = 32, hflip: boo
 
 
 def latent_cache(config: GeneratorConfig, vae, files: list[Path], root: Path, cache_path: Path, progress: bool) -> dict:
-    """Load the cached posteriors of ``files`` if they match this VAE/size/file list, else encode and cache them."""
+    """The cached posteriors of ``files`` if they match this VAE/size/file list, else encode and cache them.
+
+    Stored as safetensors with the match key in its metadata (nothing to unpickle).
+    """
     key = hashlib.sha256(json.dumps([config.vae, config.image_size, config.hflip,
                                      [p.relative_to(root).as_posix() for p in files]]).encode()).hexdigest()
     if cache_path.is_file():
-        cached = torch.load(cache_path, weights_only=True)
-        if cached.get("key") == key:
-            return cached
+        with safe_open(str(cache_path), "pt") as f:
+            if (f.metadata() or {}).get("key") == key:
+                return {"key": key, **load_file(str(cache_path))}
     mean, std = encode_posteriors(vae, RGBAFolder(root, size=config.image_size, files=files), hflip=config.hflip, progress=progress)
-    cached = {"key": key, "mean": mean, "std": std}
-    atomic_write(cache_path, lambda tmp: torch.save(cached, tmp))
-    return cached
+    atomic_write(cache_path, lambda tmp: save_file({"mean": mean.contiguous(), "std": std.contiguous()}, tmp, metadata={"key": key}))
+    return {"key": key, "mean": mean, "std": std}
 
 
 def _model_card(config: GeneratorConfig, info: dict, command: str) -> str:
@@ -135,13 +143,18 @@ Limits: a teaching model — {config.image_size} px clip art, tiny, trained minu
 
 
 def train_generator(config: GeneratorConfig, output: str | Path, resume: bool = False, progress: bool = True,
-                    command: str | None = None) -> Path:
-    """Train a generator; writes ``output/model/`` (the generator folder) and its checkpoint/cache/log beside it.
+                    command: str | None = None) -> Path | None:
+    """Train a generator; writes ``output/model/`` (the generator folder) and its checkpoints/cache/log beside it.
 
-    Returns the model folder. ``resume=True`` continues from ``output/checkpoint.pt`` if it exists.
+    Returns the model folder, or None when ``max_minutes`` stopped this call first (continue with ``resume=True``,
+    which picks up the newest checkpoint in ``output/checkpoints``).
     """
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    with run_lock(output):
+        return _train_generator(config, output, resume, progress, command)
+
+
+def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progress: bool, command: str | None) -> Path | None:
     device = torch_device(config.device)
     torch.manual_seed(config.seed)
     root = Path(config.data) if config.data else shared_data_dir() / "rgba-train"
@@ -154,7 +167,7 @@ def train_generator(config: GeneratorConfig, output: str | Path, resume: bool = 
         raise ValueError(f"--vae {config.vae}: has {vae.config.in_channels} input channels; an RGBA (4-channel) VAE is needed")
     shift, scale = latent_factors(vae)
     began = time.time()
-    cache = latent_cache(config, vae, train_files, root, output / "latents.pt", progress)
+    cache = latent_cache(config, vae, train_files, root, output / "latents.safetensors", progress)
     mean, std = cache["mean"].to(device), cache["std"].to(device)
     tqdm.write(f"latents {tuple(mean.shape)} ready in {time.time() - began:.0f} s; scaled latents: "
                f"mean {((mean - shift) * scale).mean():.3f}, std {((mean - shift) * scale).std():.3f}")
@@ -165,35 +178,27 @@ def train_generator(config: GeneratorConfig, output: str | Path, resume: bool = 
     unet = build_unet(latent_channels, latent_size, len(class_names) or None,
                       UNetShape(tuple(config.block_out_channels), config.layers_per_block)).to(device)
     scheduler = training_scheduler(config.num_train_timesteps, config.prediction_type)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    lr_schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
+    optimizer = adamw(unet.parameters(), config.lr, weight_decay=config.weight_decay)
+    schedule = lr_schedule(optimizer, "cosine", config.warmup, config.steps)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    ckpt_root = output / "checkpoints"
+    found = latest_checkpoint(ckpt_root) if resume else None
     step, seconds = 0, 0.0
-    ckpt_path = output / "checkpoint.pt"
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        unet.load_state_dict(state["unet"])
-        optimizer.load_state_dict(state["optimizer"])
-        lr_schedule.load_state_dict(state["lr_schedule"])
-        ema.load_state_dict(state["ema"])
-        step, seconds = state["step"], state["seconds"]
-        torch.set_rng_state(state["rng"])
-
-    def save_checkpoint() -> None:
-        state = {"unet": unet.state_dict(), "optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(),
-                 "ema": ema.state_dict(), "step": step, "seconds": seconds, "rng": torch.get_rng_state(),
-                 "config": asdict(config)}
-        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
-
-    gen = torch.Generator(device=device).manual_seed(config.seed + step)
+    if found is not None:
+        shared, local = load_checkpoint(found)
+        unet.load_state_dict(shared["unet"])
+        optimizer.load_state_dict(shared["optimizer"])
+        schedule.load_state_dict(shared["lr_schedule"])
+        ema.load_state_dict(shared["ema"])
+        step, seconds = int(shared["step"]), float(shared["seconds"])
+        set_rng_state(local["rng"], {"batches": gen})
+    log = RunLog(output / "log.jsonl", step if found is not None else None)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    log = (output / "log.jsonl").open("a")
-    bar = tqdm(total=config.steps, initial=step, desc="train generator", disable=not progress)
     unet.train()
-    start, start_seconds = time.time(), seconds
-    while step < config.steps:
-        if config.max_minutes is not None and seconds / 60 >= config.max_minutes:
-            break
+    call_began, seconds_before = time.time(), seconds
+
+    def one_step(_: int) -> dict[str, torch.Tensor]:
         idx = torch.randint(len(mean), (config.batch_size,), device=device, generator=gen)
         z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, device=device, generator=gen) - shift) * scale
         noise = torch.randn(z.shape, device=device, generator=gen)
@@ -211,20 +216,30 @@ def train_generator(config: GeneratorConfig, output: str | Path, resume: bool = 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
-        lr_schedule.step()
+        schedule.step()
         ema.step(unet.parameters())
-        step += 1
-        seconds = start_seconds + time.time() - start
-        bar.update(1)
-        if step % 50 == 0 or step == config.steps:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            log.write(json.dumps({"step": step, "loss": loss.item(), "lr": lr_schedule.get_last_lr()[0], "seconds": round(seconds, 1)}) + "\n")
-            log.flush()
-        if step % config.checkpoint_every == 0:
-            save_checkpoint()
-    bar.close()
-    log.close()
-    save_checkpoint()
+        return {"loss": loss.detach()}  # read back only when logged
+
+    def elapsed() -> float:
+        return seconds_before + time.time() - call_began
+
+    def write_log(done: int, logs: dict[str, torch.Tensor]) -> str:
+        loss = float(logs["loss"])
+        log.write({"step": done, "loss": loss, "lr": schedule.get_last_lr()[0], "seconds": round(elapsed(), 1)})
+        return f"loss={loss:.4f}"
+
+    def checkpoint(done: int) -> None:
+        state = lambda: {"step": done, "seconds": elapsed(), "unet": unet.state_dict(),  # noqa: E731
+                         "optimizer": optimizer.state_dict(), "lr_schedule": schedule.state_dict(),
+                         "ema": ema.state_dict(), "config": asdict(config)}
+        save_checkpoint(ckpt_root, done, state, {"rng": rng_state({"batches": gen})}, config.keep_checkpoints)
+
+    plan = LoopPlan(config.steps, config.log_every, config.checkpoint_every, max_minutes=config.max_minutes)
+    step = run_steps(plan, step, one_step, write_log, checkpoint, "train generator", show_progress=progress)
+    if step < config.steps:
+        tqdm.write(f"stopped after {config.max_minutes} min at step {step}; continue with --resume")
+        return None
+    seconds = elapsed()
 
     ema.copy_to(unet.parameters())
     unet.eval()
@@ -237,32 +252,5 @@ def train_generator(config: GeneratorConfig, output: str | Path, resume: bool = 
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "n_parameters": sum(p.numel() for p in unet.parameters()), "config": asdict(config),
     }
-    command = command or "python -m alphavae.generation.train " + " ".join(sys.argv[1:])
+    command = command or "alphavae generator train " + " ".join(sys.argv[2:])
     return save_generator(unet, scheduler, info, output / "model", _model_card(config, info, command))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m alphavae.generation.train --vae SPEC --output DIR [--steps N] ...``"""
-    parser = argparse.ArgumentParser(prog="python -m alphavae.generation.train", description=__doc__.splitlines()[0],
-                                     epilog="example: python -m alphavae.generation.train --vae embedded-rgba --output runs/gen --steps 3000")
-    parser.add_argument("--output", required=True, help="run folder (model/, checkpoint.pt, latents.pt, log.jsonl)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
-    for name, value in asdict(GeneratorConfig()).items():
-        if name in ("notes", "block_out_channels"):
-            continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=value, metavar="BOOL")
-        else:
-            kind = float if name == "max_minutes" else type(value) if value is not None else str
-            parser.add_argument(flag, type=kind, default=value)
-    args = vars(parser.parse_args(argv))
-    output, resume = args.pop("output"), args.pop("resume")
-    config = GeneratorConfig(**args)
-    folder = train_generator(config, output, resume=resume)
-    print(f"generator written to {folder}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ from alphavae.paths import data_dir
 
 #: Embedded SPEC name → folder under ``data/models/``, and how to rebuild it if it is missing.
 EMBEDDED: dict[str, tuple[str, str]] = {
-    "embedded": ("embedded-vae", "python -m alphavae.vae.pretrain (see data/models/embedded-vae/MODEL_CARD.md)"),
+    "embedded": ("embedded-vae", "`alphavae pretrain` (see data/models/embedded-vae/MODEL_CARD.md)"),
     "embedded-rgba": ("embedded-rgba", "the trainer, `alphavae train --config configs/main.json` (data/models/embedded-rgba/MODEL_CARD.md)"),
     "embedded-generator": ("embedded-generator", "the generation recipe (notebook 05, alphavae.generation.sampler)"),
 }

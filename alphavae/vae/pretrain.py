@@ -4,23 +4,20 @@ AlphaVAE starts from a *pretrained* RGB VAE. Hub VAEs cannot be reached offline,
 own, of Stable Diffusion's family: a diffusers ``AutoencoderKL`` with 4 resolution levels (3 downsamplings,
 factor 8), 4 latent channels, a diagonal-Gaussian (KL) posterior, GroupNorm ResNet blocks, a mid-block with
 attention and the quant convs, only narrower. The recipe is SD's: reconstruction L1 + LPIPS (only when real
-backbone weights exist, else skipped and said so) + a small KL to N(0, I), each summed over its elements
-and divided by the batch size; AdamW with warm-up and cosine decay, bf16 autocast on a GPU, a fixed seed,
-checkpoint/resume. Training images are random crops at several scales of the photos in a folder; a few
+weights, fetched by ``alphavae weights fetch``; a positive weight without them is an error) + a small KL to
+N(0, I), each summed over its elements and divided by the batch size; AdamW with warm-up and cosine decay, bf16
+autocast on a GPU, a fixed seed, and the checkpoints, loop and lock every trainer shares (exact resume). Training images are random crops at several scales of the photos in a folder; a few
 photos are held out for evaluation (:func:`split_photos`). The latent ``scaling_factor`` is 1 / std of the
 latents over training crops, as SD computes it, and is stored in the saved config.
 
-Run ``python -m alphavae.vae.pretrain --help``; the exact command behind the shipped weights is in
-``data/models/embedded-vae/MODEL_CARD.md``. Quality is measured by :mod:`alphavae.vae_quality`.
+Run ``alphavae pretrain --help``; the exact command behind the shipped weights is in
+``data/models/embedded-vae/MODEL_CARD.md``. Quality is measured by ``benchmarks/embedded_vae_quality.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,10 +26,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
 from alphavae.imageio import list_images, load_rgba
+from alphavae.metric.backbones import lpips_or_reason
+from alphavae.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
+from alphavae.training.optim import adamw, lr_schedule
 from alphavae.vae.loading import torch_device
 
 #: Every ``HELDOUT_EVERY``-th photo (sorted by path, counting from 1) is held out for evaluation.
@@ -52,15 +52,19 @@ class PretrainConfig:
     colour_augment: bool = True
     lr: float = 8e-4
     warmup: int = 300
+    lr_schedule: str = "cosine"  # a name diffusers.optimization.get_scheduler accepts
     weight_decay: float = 0.01
     kl_weight: float = 1e-6
     lpips_weight: float = 1.0
+    lpips_net: str = "vgg"  # SD's VAE was trained with LPIPS-VGG
     block_out_channels: tuple[int, ...] = (32, 64, 128, 128)
     layers_per_block: int = 1
     latent_channels: int = 4
     norm_num_groups: int = 8
     seed: int = 0
+    log_every: int = 50
     checkpoint_every: int = 500
+    keep_checkpoints: int = 2
     max_minutes: float | None = None
     device: str = "auto"
     notes: list[str] = field(default_factory=list)
@@ -140,16 +144,17 @@ class PhotoCrops:
         return batch
 
 
-def load_perceptual(weight: float, device: torch.device):
-    """LPIPS (AlexNet) with real backbone weights, or ``(None, reason)`` when the term must be skipped."""
-    if weight <= 0:
-        return None, "LPIPS term off (weight 0)"
-    from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips
+def load_perceptual(config: PretrainConfig, device: torch.device):
+    """LPIPS-``config.lpips_net`` on the fetched ImageNet backbone, or None when its weight is 0.
 
-    try:
-        return load_lpips("alex", device=device), None
-    except LPIPSUnavailable as exc:
-        return None, f"LPIPS term skipped: {exc}"
+    A positive weight without the weights is an error naming ``alphavae weights fetch`` (never a random backbone).
+    """
+    if config.lpips_weight <= 0:
+        return None
+    model, reason = lpips_or_reason(config.lpips_net, device)
+    if model is None:
+        raise ValueError(f"--lpips-weight {config.lpips_weight}: {reason}; or pass --lpips-weight 0")
+    return model
 
 
 def vae_loss(vae: AutoencoderKL, x01: torch.Tensor, config: PretrainConfig, lpips_model=None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -170,14 +175,6 @@ def vae_loss(vae: AutoencoderKL, x01: torch.Tensor, config: PretrainConfig, lpip
     return loss, logs
 
 
-def lr_lambda(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up then cosine decay to 10% of the peak learning rate."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 @torch.no_grad()
 def latent_scaling_factor(vae: AutoencoderKL, crops: PhotoCrops, n_batches: int, batch_size: int, generator: torch.Generator) -> float:
     """1 / std of posterior samples over training crops (Stable Diffusion's ``scale_by_std``)."""
@@ -195,34 +192,15 @@ def save_fp16(vae: AutoencoderKL, folder: str | Path) -> Path:
     return folder
 
 
-def _checkpoint_path(config: PretrainConfig) -> Path:
-    return Path(config.output) / "checkpoint.pt"
-
-
-def save_checkpoint(config: PretrainConfig, vae, optimizer, scheduler, step: int, generator: torch.Generator) -> Path:
-    """Everything needed to resume exactly: weights, optimiser, schedule, step, the sampler's RNG state."""
-    path = _checkpoint_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "config": asdict(config),
-            "step": step,
-            "model": vae.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
-        tmp,
-    )
-    tmp.replace(path)
-    return path
-
-
 def train(config: PretrainConfig, resume: bool = False) -> Path:
-    """Run (or resume) pretraining; returns the folder of the final fp16 model (``OUTPUT/embedded-vae``)."""
+    """Run (or resume) pretraining; returns the final fp16 model folder (``OUTPUT/embedded-vae``), or the
+    checkpoint folder when ``max_minutes`` stopped it first (continue with ``resume=True``)."""
+    output = Path(config.output)
+    with run_lock(output):
+        return _train(config, output, resume)
+
+
+def _train(config: PretrainConfig, output: Path, resume: bool) -> Path:
     device = torch_device(config.device)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -231,97 +209,61 @@ def train(config: PretrainConfig, resume: bool = False) -> Path:
     train_files, held_out = split_photos(list_images(config.photos))
     crops = PhotoCrops(train_files, config.crop, tuple(config.scales), device, config.colour_augment)
     vae = build_vae(config).to(device).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, config.warmup, config.steps))
-    lpips_model, lpips_note = load_perceptual(config.lpips_weight, device)
-    config.notes = [f"held-out photos: {', '.join(p.name for p in held_out) or 'none'}"] + ([lpips_note] if lpips_note else [])
+    optimizer = adamw(vae.parameters(), config.lr, weight_decay=config.weight_decay)
+    scheduler = lr_schedule(optimizer, config.lr_schedule, config.warmup, config.steps)
+    lpips_model = load_perceptual(config, device)
+    config.notes = [f"held-out photos: {', '.join(p.name for p in held_out) or 'none'}"]
 
+    ckpt_root = output / "checkpoints"
+    found = latest_checkpoint(ckpt_root) if resume else None
     step = 0
-    if resume and _checkpoint_path(config).is_file():
-        state = torch.load(_checkpoint_path(config), map_location=device, weights_only=False)
-        vae.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        step = state["step"]
-        print(f"resumed from {_checkpoint_path(config)} at step {step}")
+    if found is not None:
+        shared, local = load_checkpoint(found)
+        vae.load_state_dict(shared["model"])
+        optimizer.load_state_dict(shared["optimizer"])
+        scheduler.load_state_dict(shared["scheduler"])
+        set_rng_state(local["rng"], {"crops": generator})
+        step = int(shared["step"])
+        print(f"resumed from {found} at step {step}")
     for note in config.notes:
         print(note)
-
+    log = RunLog(output / "log.jsonl", step if found is not None else None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    start = time.monotonic()
-    logs: dict[str, float] = {}
-    progress = tqdm(total=config.steps, initial=step, desc="pretrain", dynamic_ncols=True)
-    while step < config.steps:
-        batch = crops.sample(config.batch_size, generator)
+    began = time.monotonic()
+    last: dict[str, float] = {}
+
+    def one_step(_: int) -> dict[str, float]:
         with autocast:
-            loss, logs = vae_loss(vae, batch, config, lpips_model)
+            loss, logs = vae_loss(vae, crops.sample(config.batch_size, generator), config, lpips_model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        step += 1
-        progress.update(1)
-        if step % 50 == 0:
-            progress.set_postfix(l1=f"{logs['l1_per_px']:.4f}", kl=f"{logs['kl']:.0f}")
-        out_of_time = config.max_minutes is not None and time.monotonic() - start > 60 * config.max_minutes
-        if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
-            save_checkpoint(config, vae, optimizer, scheduler, step, generator)
-        if out_of_time and step < config.steps:
-            progress.close()
-            print(f"stopped after {config.max_minutes} min at step {step}; continue with --resume")
-            return _checkpoint_path(config)
-    progress.close()
+        return logs
+
+    def write_log(done: int, logs: dict[str, float]) -> str:
+        last.update(logs)
+        log.write({"step": done, **logs, "lr": scheduler.get_last_lr()[0]})
+        return f"l1={logs['l1_per_px']:.4f} kl={logs['kl']:.0f}"
+
+    def checkpoint(done: int) -> None:
+        state = lambda: {"step": done, "model": vae.state_dict(), "optimizer": optimizer.state_dict(),  # noqa: E731
+                         "scheduler": scheduler.state_dict(), "config": asdict(config)}
+        save_checkpoint(ckpt_root, done, state, {"rng": rng_state({"crops": generator})}, config.keep_checkpoints)
+
+    plan = LoopPlan(config.steps, config.log_every, config.checkpoint_every, max_minutes=config.max_minutes)
+    step = run_steps(plan, step, one_step, write_log, checkpoint, "pretrain")
+    if step < config.steps:
+        print(f"stopped after {config.max_minutes} min at step {step}; continue with --resume")
+        return latest_checkpoint(ckpt_root)
 
     vae.eval()
     crops.colour_augment = False  # the latent statistics of the photos as they are
     scale = latent_scaling_factor(vae, crops, n_batches=16, batch_size=32, generator=torch.Generator().manual_seed(config.seed + 1))
     vae.register_to_config(scaling_factor=scale, shift_factor=None)
-    final = save_fp16(vae, Path(config.output) / "embedded-vae")
-    summary = {"config": asdict(config), "steps_done": step, "scaling_factor": scale, "final_logs": logs,
-               "minutes_this_run": (time.monotonic() - start) / 60}
-    (Path(config.output) / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
+    final = save_fp16(vae, output / "embedded-vae")
+    summary = {"config": asdict(config), "steps_done": step, "scaling_factor": scale, "final_logs": last,
+               "minutes_this_run": (time.monotonic() - began) / 60}
+    (output / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: summary[k] for k in ("steps_done", "scaling_factor", "final_logs")}))
     return final
-
-
-def _parser() -> argparse.ArgumentParser:
-    defaults = PretrainConfig(photos="", output="")
-    parser = argparse.ArgumentParser(
-        prog="python -m alphavae.vae.pretrain",
-        description="Pretrain the small SD-family RGB VAE (the `embedded` model) on a folder of photos.",
-        epilog="example: python -m alphavae.vae.pretrain --photos ../shared/data/rgb-photos --output runs/pretrain --steps 4000",
-    )
-    parser.add_argument("--photos", required=True, help="folder of RGB photos (every 6th, sorted, is held out)")
-    parser.add_argument("--output", required=True, help="folder for checkpoint.pt, the summary and embedded-vae/")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt if it exists")
-    for name in ("steps", "batch_size", "crop", "warmup", "layers_per_block", "latent_channels", "norm_num_groups", "seed", "checkpoint_every"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("lr", "weight_decay", "kl_weight", "lpips_weight"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
-    parser.add_argument("--block-out-channels", type=int, nargs="+", default=list(defaults.block_out_channels))
-    parser.add_argument("--scales", type=float, nargs="+", default=list(defaults.scales))
-    parser.add_argument("--no-colour-augment", dest="colour_augment", action="store_false",
-                        help="train on the photos' own colours only (no channel permutation / inversion)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: parse, train, print where the model went."""
-    args = vars(_parser().parse_args(argv))
-    resume = args.pop("resume")
-    if not Path(args["photos"]).is_dir():
-        print(f"--photos {args['photos']}: not a folder", file=sys.stderr)
-        return 2
-    config = PretrainConfig(**{**args, "block_out_channels": tuple(args["block_out_channels"]), "scales": tuple(args["scales"])})
-    print(f"saved {train(config, resume=resume)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,99 @@
+"""``alphavae generator train|eval``: train the latent diffusion model on an RGBA VAE's latents, and score
+generators against the held-out split (FD-VGG16, KID-VGG16, alpha statistics).
+
+A thin layer over :func:`alphavae.generation.train.train_generator` and
+:func:`alphavae.generation.evaluate.compare_generators`; every ``train`` option is a field of
+:class:`alphavae.generation.train.GeneratorConfig` (its defaults are the recipe's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from alphavae.cli import CLIError
+
+TRAIN_EPILOG = """examples:
+  alphavae generator train --vae embedded-rgba --output runs/gen --steps 3000
+  alphavae generator train --vae embedded-rgba --output runs/gen --steps 3000 --max-minutes 9 --resume
+Data: $ALPHAVAE_SHARED_DATA/rgba-train (rebuild it with `alphavae data fetch`), or --data DIR."""
+EVAL_EPILOG = """example:
+  alphavae generator eval --model main=embedded-generator --json results/generation.json --md results/generation.md
+FD-VGG16 / KID-VGG16 need `alphavae weights fetch` once (they are not FID: no Inception weights)."""
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def register(subparsers) -> None:
+    """Add ``generator train`` and ``generator eval``."""
+    from alphavae.generation.train import GeneratorConfig
+
+    p = subparsers.add_parser("generator", help="Train or evaluate the latent diffusion model of transparent images.")
+    sub = p.add_subparsers(dest="generator_command", required=True, parser_class=type(p))
+    t = sub.add_parser("train", help="Train a generator on an RGBA VAE's latents.", epilog=TRAIN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--output", required=True, type=Path, help="run folder (model/, checkpoints/, latents.safetensors, log.jsonl)")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    for name, value in asdict(GeneratorConfig()).items():
+        if name in ("notes", "block_out_channels"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            t.add_argument(flag, type=_flag, default=value, metavar="BOOL")
+        else:
+            kind = float if name == "max_minutes" else type(value) if value is not None else str
+            t.add_argument(flag, type=kind, default=value)
+    t.set_defaults(func=run_train)
+    e = sub.add_parser("eval", help="Sample generators and score them against the held-out split.", epilog=EVAL_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("--model", action="append", required=True, metavar="NAME=SPEC", help="a generator to score (repeat)")
+    e.add_argument("--n", type=int, default=512, help="samples per generator")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--json", required=True, type=Path)
+    e.add_argument("--md", required=True, type=Path)
+    e.add_argument("--command", help="the command to record (default: this one)")
+    e.add_argument("--note", action="append", default=[], help="a line to add under the table (repeat)")
+    e.set_defaults(func=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train (or resume) a generator; say where it went, or how to continue."""
+    from alphavae.generation.train import GeneratorConfig, train_generator
+
+    for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "image_size"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    values = {k: v for k, v in vars(args).items() if k in GeneratorConfig.__dataclass_fields__}
+    folder = train_generator(GeneratorConfig(**values), args.output, resume=args.resume,
+                             command="alphavae generator train " + " ".join(sys.argv[3:]))
+    print(f"generator written to {folder}" if folder else f"stopped early; continue with the same command and --resume")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Score the generators and write the JSON and Markdown tables."""
+    from alphavae.generation.evaluate import compare_generators, results_markdown, write_results
+
+    if args.n < 2:
+        raise CLIError(f"--n must be >= 2 (a distance needs two samples), got {args.n}")
+    models = {}
+    for item in args.model:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise CLIError(f"--model {item!r}: expected NAME=SPEC")
+        models[name] = spec
+    report = compare_generators(models, n=args.n, seed=args.seed, device=args.device)
+    report["notes"] = args.note
+    command = args.command or "alphavae generator eval " + " ".join(sys.argv[3:])
+    write_results(report, args.json, args.md, command)
+    print(results_markdown(report, command))
+    return 0
