@@ -7,6 +7,7 @@ model at the end, against thresholds derived from the real data's alpha statisti
 """
 
 import csv
+import dataclasses
 import json
 import shutil
 import statistics
@@ -19,7 +20,8 @@ from safetensors import safe_open
 
 from alphavae.vae.conversion import convert_to_rgba
 from alphavae.paths import data_dir, sample_dir
-from alphavae.generation.evaluate import EncoderFeatures, alpha_statistics, distribution_distances, evaluate_generation, results_markdown
+from alphavae.generation.evaluate import FEATURE_BACKGROUNDS, alpha_statistics, distribution_distances, evaluate_generation, results_markdown
+from alphavae.metric.backbones import vgg16_features
 from alphavae.generation.sampler import GeneratorLoadError, build_unet, generate, generate_with, load_generator
 from alphavae.generation.train import GeneratorConfig, train_generator
 from alphavae.training.splits import make_split, write_split
@@ -62,13 +64,24 @@ def test_generator_folder_is_fp16_and_names_its_vae_and_classes(tiny_run):
     assert (folder / "scheduler_config.json").is_file() and "Rebuild" in (folder / "MODEL_CARD.md").read_text()
 
 
-def test_resume_continues_from_the_checkpoint(tiny_run):
+def test_resume_continues_exactly_from_the_checkpoint(tiny_run, tmp_path):
+    """A run stopped after its first step and resumed ends with the same weights as one run straight through:
+    the resumed state (weights, optimiser, EMA, schedule, the batch RNG) is the saved one."""
     root, config, _ = tiny_run
-    config.steps = 6
-    folder = train_generator(config, root / "run", resume=True, progress=False)
-    assert json.loads((folder / "generator.json").read_text())["steps_done"] == 6
-    steps = [json.loads(line)["step"] for line in (root / "run" / "log.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps) and steps[-1] == 6
+    six = dataclasses.replace(config, steps=6, log_every=1, checkpoint_every=3)
+    straight = train_generator(six, tmp_path / "straight", progress=False)
+    assert train_generator(dataclasses.replace(six, max_minutes=0.0), tmp_path / "resumed", progress=False) is None
+    resumed = train_generator(six, tmp_path / "resumed", resume=True, progress=False)
+    assert json.loads((resumed / "generator.json").read_text())["steps_done"] == 6
+    with safe_open(straight / "diffusion_pytorch_model.safetensors", "pt") as a, \
+            safe_open(resumed / "diffusion_pytorch_model.safetensors", "pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        for key in a.keys():
+            assert torch.equal(a.get_tensor(key), b.get_tensor(key)), key
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert losses == [json.loads(line)["loss"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
 
 
 def test_sampling_is_deterministic_rgba_and_validates_its_arguments(tiny_run):
@@ -100,29 +113,30 @@ def test_alpha_statistics_against_counted_pixels():
     assert stats == pytest.approx({"transparent": 3 / 8, "soft": 2 / 8, "opaque": 3 / 8})
 
 
-def test_vae_feature_distances_are_zero_for_equal_sets_and_grow_with_a_shift():
-    features = EncoderFeatures(tiny_rgb_vae()).eval()
-    assert features.num_features == 32
+def test_vgg16_feature_distances_are_zero_for_equal_sets_and_grow_with_a_shift():
+    features = vgg16_features()
+    assert features.num_features == 512
     torch.manual_seed(0)
-    real = torch.rand(24, 3, 16, 16)
+    real = torch.rand(24, 3, 32, 32)
     same = distribution_distances(real, real.clone(), features, kid_subset_size=12)
     shifted = distribution_distances(real, (real * 0.5 + 0.5), features, kid_subset_size=12)
     assert abs(same["fd"]) < 1e-3 and abs(same["kid"]) < 0.05 * shifted["kid"]
     assert shifted["fd"] > 100 * max(abs(same["fd"]), 1e-6) and shifted["kid"] > 0
 
 
-def test_evaluation_report_has_every_background_and_says_fid_is_unavailable():
-    features = EncoderFeatures(tiny_rgb_vae()).eval()
+def test_evaluation_report_scores_white_black_gray_and_says_fid_is_unavailable():
     torch.manual_seed(0)
-    real, fake = torch.rand(10, 4, 16, 16), torch.rand(10, 4, 16, 16)
+    real, fake = torch.rand(10, 4, 32, 32), torch.rand(10, 4, 32, 32)
     fake[:, 3] = 1.0
-    report = evaluate_generation(fake, real, features, kid_subset_size=5)
-    assert set(report["vae_features"]) == {"gray", "black", "white", "red", "green", "blue", "yellow", "cyan", "magenta", "mean"}
+    report = evaluate_generation(fake, real, vgg16_features(), kid_subset_size=5)
+    assert FEATURE_BACKGROUNDS == ("white", "black", "gray") and set(report["vgg16"]) == {"white", "black", "gray", "mean"}
+    mean = report["vgg16"]["mean"]
+    assert mean["fd"] == pytest.approx(sum(report["vgg16"][b]["fd"] for b in FEATURE_BACKGROUNDS) / 3)
     assert report["alpha"]["generated"]["opaque"] == 1.0
     assert report["inception"] is None and any("unavailable" in n for n in report["notes"])
-    table = results_markdown({"device": "cpu", "n_generated": 10, "seed": 0, "image_size": 16, "feature_vae": "tiny",
+    table = results_markdown({"device": "cpu", "n_generated": 10, "seed": 0, "image_size": 32,
                               "models": {"m": {"vae": "v", "steps": 1, **report}}}, "cmd")
-    assert "not FID" in table and "| m | v | 1 |" in table and "`cmd`" in table
+    assert "FD-VGG16 (not FID: no Inception weights)" in table and "| m | v | 1 |" in table and "`cmd`" in table
 
 
 COMMITTED = data_dir() / "models" / "embedded-generator"

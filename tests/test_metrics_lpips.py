@@ -1,76 +1,89 @@
-"""LPIPS loading: the real-weights path (plumbing only, with a locally saved RANDOM AlexNet state dict — never
-a reported number) and the unavailable path, which must give None plus a note, never a random backbone."""
+"""LPIPS in the ALPHA metric with the real ImageNet backbones (``alphavae weights fetch``): ``alphavae eval``
+against an independent computation with the ``lpips`` package, and the honest path where none were fetched."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import lpips
 import pytest
 import torch
-import torchvision
+from safetensors.torch import load_file
 
-from alphavae.metric import lpips_model as perceptual
+from alphavae.blending import BACKGROUNDS, composite
+from alphavae.cli import main
+from alphavae.imageio import list_images, load_rgba, resize_long_side, save_png
 from alphavae.metric.alpha import alpha_metric
-from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips, lpips_unavailable_reason
+from alphavae.metric.backbones import FILES, find_backbone, lpips_or_reason
+from alphavae.paths import sample_dir
 
 
-@pytest.fixture
-def no_weights_anywhere(monkeypatch, tmp_path):
-    """Point every place the loader searches at empty folders."""
-    monkeypatch.delenv("ALPHAVAE_LPIPS_WEIGHTS", raising=False)
-    monkeypatch.setattr(perceptual, "_hub_checkpoints_dir", lambda: tmp_path / "hub")
-    monkeypatch.setattr(perceptual, "_shared_weights_dir", lambda: tmp_path / "shared")
+def independent_lpips(net: str) -> lpips.LPIPS:
+    """LPIPS built by the ``lpips`` package itself, its backbone slices filled from the converted file by hand."""
+    model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False).eval()
+    features = {k: v.float() for k, v in load_file(str(find_backbone(net))).items()}
+    slice_of = {i: name for name, block in model.net.named_children() for i, _ in block.named_children()}
+    model.net.load_state_dict({f"{slice_of[k.split('.')[1]]}.{k.removeprefix('features.')}": v for k, v in features.items()})
+    return model
 
 
-@pytest.fixture
-def plumbing_random_alexnet(tmp_path):
-    """A torchvision AlexNet state dict with RANDOM weights, saved to a file: tests the loading plumbing only."""
-    torch.manual_seed(0)
-    model = torchvision.models.alexnet(weights=None)
-    path = tmp_path / "plumbing-random-alexnet.pth"
-    torch.save(model.state_dict(), path)
-    return path, model
+@pytest.fixture(scope="module")
+def pair_folders(tmp_path_factory):
+    """Four sample images (long side 96, to keep VGG on a CPU quick) and a damaged copy of each (blurred colour,
+    alpha shifted by a pixel)."""
+    root = tmp_path_factory.mktemp("pairs")
+    for path in list_images(sample_dir())[:4]:
+        x = resize_long_side(load_rgba(path), 96)
+        damaged = x.clone()
+        damaged[:3] = torch.nn.functional.avg_pool2d(x[None, :3], 3, 1, 1)[0]
+        damaged[3] = torch.roll(x[3], 1, dims=-1)
+        save_png(x, root / "target" / f"{path.stem}.png")
+        save_png(damaged, root / "pred" / f"{path.stem}.png")
+    return root
 
 
-def test_unavailable_gives_a_one_line_reason_and_null_lpips(no_weights_anywhere):
-    reason = lpips_unavailable_reason()
-    assert reason and "\n" not in reason and "alexnet-owt-7be5be79.pth" in reason
-    with pytest.raises(LPIPSUnavailable):
-        load_lpips()
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_eval_lpips_matches_the_lpips_package_on_every_background(pair_folders, tmp_path, capsys, net):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--pred", str(pair_folders / "pred"), "--target", str(pair_folders / "target"),
+                 "--metrics", "psnr,ssim,lpips", "--lpips-net", net, "--device", "cpu", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    model = independent_lpips(net)
+    pairs = [(load_rgba(p)[None], load_rgba(t)[None]) for p, t in zip(list_images(pair_folders / "pred"),
+                                                                        list_images(pair_folders / "target"))]
+    assert set(report["backgrounds"]) == set(BACKGROUNDS)
+    for name, rgb in BACKGROUNDS.items():
+        with torch.no_grad():
+            expected = sum(model(composite(p, rgb) * 2 - 1, composite(t, rgb) * 2 - 1).item() for p, t in pairs) / len(pairs)
+        assert report["backgrounds"][name]["lpips"] == pytest.approx(expected, abs=1e-3), name
+    assert report["mean"]["lpips"] == pytest.approx(sum(b["lpips"] for b in report["backgrounds"].values()) / 9, abs=1e-6)
+    assert 0.01 < report["mean"]["lpips"] < 1  # a real backbone sees the damage (a random one scores ~0.04 for anything)
+
+
+def test_lpips_of_an_image_with_itself_is_zero():
+    model, reason = lpips_or_reason("alex")
+    assert reason is None
+    x = load_rgba(list_images(sample_dir())[0])[None]
+    report = alpha_metric(x, x.clone(), metrics=("lpips",), lpips_model=model, backgrounds=["white", "black"])
+    assert report.mean["lpips"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_without_fetched_weights_lpips_is_null_with_the_command_to_run(monkeypatch, tmp_path, pair_folders):
+    monkeypatch.setenv("ALPHAVAE_CACHE", str(tmp_path / "empty"))
     x = torch.rand(1, 4, 32, 32)
     report = alpha_metric(x, x.clone(), backgrounds=["gray"])
     assert report.mean["lpips"] is None and report.backgrounds["gray"]["lpips"] is None
-    assert any(n.startswith("lpips unavailable") for n in report.notes)
+    assert any(n.startswith("lpips unavailable") and "alphavae weights fetch" in n for n in report.notes)
 
 
-def test_an_explicit_missing_or_wrong_file_is_named(tmp_path, no_weights_anywhere):
-    with pytest.raises(LPIPSUnavailable, match="nope.pth"):
-        load_lpips(weights=tmp_path / "nope.pth")
-    wrong = tmp_path / "wrong.pth"
-    torch.save({"features.0.weight": torch.zeros(3)}, wrong)
-    with pytest.raises(LPIPSUnavailable, match="wrong.pth"):
-        load_lpips(weights=wrong)
-
-
-def test_plumbing_backbone_weights_are_loaded_from_file_or_env(plumbing_random_alexnet, monkeypatch, no_weights_anywhere):
-    path, reference = plumbing_random_alexnet
-    model = load_lpips(weights=path)
-    assert torch.equal(model.net.slice1._modules["0"].weight, reference.features[0].weight)
-    assert torch.equal(model.net.slice5._modules["10"].bias, reference.features[10].bias)
-    assert not any(p.requires_grad for p in model.parameters()) and not model.training
-    monkeypatch.setenv("ALPHAVAE_LPIPS_WEIGHTS", str(path.parent))
-    monkeypatch.setattr(perceptual, "TORCHVISION_FILES", {**perceptual.TORCHVISION_FILES, "alex": path.name})
-    assert lpips_unavailable_reason() is None
-    assert torch.equal(load_lpips().net.slice3._modules["6"].weight, reference.features[6].weight)
-
-
-def test_plumbing_lpips_in_the_metric(plumbing_random_alexnet):
-    model = load_lpips(weights=plumbing_random_alexnet[0])
-    g = torch.Generator().manual_seed(0)
-    target = torch.rand(2, 4, 64, 64, generator=g)
-    pred = (target + 0.1 * torch.randn(target.shape, generator=g)).clamp(0, 1)
-    same = alpha_metric(target, target.clone(), metrics=("lpips",), lpips_model=model, backgrounds=["white"])
-    assert same.mean["lpips"] == pytest.approx(0.0, abs=1e-6)
-    report = alpha_metric(pred, target, metrics=("lpips",), lpips_model=model, masked=True, backgrounds=["white", "black"])
-    over_black = [x[:, :3] * x[:, 3:] for x in (pred, target)]  # c·α + 0·(1 − α)
-    direct = model(over_black[0] * 2 - 1, over_black[1] * 2 - 1).flatten()
-    assert report.backgrounds["black"]["lpips"] == pytest.approx(float(direct.mean()), rel=1e-4)
-    assert report.masked["backgrounds"]["white"]["lpips"] > 0
+def test_an_explicit_weights_folder_without_the_files_is_named(pair_folders, tmp_path, capsys):
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    code = main(["eval", "--pred", str(pair_folders / "pred"), "--target", str(pair_folders / "target"),
+                 "--lpips-weights", str(empty), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and str(empty) in err and "alphavae weights fetch" in err
+    shutil.copy(find_backbone("alex"), empty / FILES["alex"])
+    assert main(["eval", "--pred", str(pair_folders / "pred"), "--target", str(pair_folders / "target"),
+                 "--lpips-weights", str(empty), "--device", "cpu"]) == 0

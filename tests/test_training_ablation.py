@@ -1,5 +1,5 @@
-"""The ablation command end to end on the CPU: tiny VAE, a few steps, three variants of which one is the same
-run as another while LPIPS is unavailable; the table, the JSON and the picture strips are written."""
+"""The ablation command end to end on the CPU: tiny VAE, a few steps, four variants of which one is the same
+run as another (it differs only in its description); the table, the JSON and the picture strips are written."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from diffusers import AutoencoderKL
 from alphavae.training.ablation import load_ablation, run_ablation, same_runs, variant_configs
 from alphavae.paths import sample_dir
 from alphavae.imageio import load_rgba
-from alphavae.metric.lpips_model import lpips_unavailable_reason
 from alphavae.training.splits import make_split, read_split, split_files, write_split
 from alphavae.training.config import ConfigError
 
@@ -29,11 +28,12 @@ def ablation_dir(tmp_path) -> Path:
                   up_block_types=("UpDecoderBlock2D",) * 2, sample_size=32).save_pretrained(tmp_path / "vae")
     write_split(make_split(sample_dir(), fraction=0.2, seed=0), tmp_path / "split.json")
     base = {"vae": str(tmp_path / "vae"), "data": "sample", "split": "split.json", "image_size": 32, "steps": 3,
-            "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "device": "cpu", "num_workers": 0, "log_every": 1}
+            "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "device": "cpu", "num_workers": 0, "log_every": 1,
+            "lpips_net": "alex"}
     losses = {"main": {"disc_start": 1}, "no_lpips": {"disc_start": 1, "perceptual": 0.0},
-              "naive_mse": {"disc_start": 1, "reconstruction_loss": "mse"}}
+              "naive_mse": {"disc_start": 1, "reconstruction_loss": "mse"}, "main_again": {"disc_start": 1}}
     for name, loss in losses.items():
-        (tmp_path / f"{name}.json").write_text(json.dumps({**base, "loss": loss}))
+        (tmp_path / f"{name}.json").write_text(json.dumps({**base, "loss": loss, "description": name}))
     (tmp_path / "ablation.json").write_text(json.dumps({"variants": {n: f"{n}.json" for n in losses}, "n_pictures": 2}))
     return tmp_path
 
@@ -67,17 +67,16 @@ def test_ablation_writes_the_table(ablation_dir):
     table = run_ablation(ablation_dir / "ablation.json", ablation_dir / "runs", ablation_dir / "results")
     result = json.loads((ablation_dir / "results" / "ablation.json").read_text())
     names = [row["name"] for row in result["rows"]]
-    assert names == ["converted, untouched", "main", "no_lpips", "naive_mse", "RGB VAE on composites (ceiling)"]
+    assert names == ["converted, untouched", "main", "no_lpips", "naive_mse", "main_again", "RGB VAE on composites (ceiling)"]
     rows = {row["name"]: row for row in result["rows"]}
-    lpips_off = lpips_unavailable_reason() is not None
-    if lpips_off:
-        assert rows["no_lpips"]["same_run_as"] == "main" and not (ablation_dir / "runs" / "no_lpips").exists()
-        assert "LPIPS unavailable" in table and "| no_lpips (= main) |" in table
-        assert all(row["mean"].get("lpips") is None for row in result["rows"])
-    assert all(row["mean"]["psnr"] > 0 for row in result["rows"])
-    assert rows["naive_mse"]["mean"] != rows["main"]["mean"]
+    assert rows["main_again"]["same_run_as"] == "main" and not (ablation_dir / "runs" / "main_again").exists()
+    assert "| main_again (= main) |" in table and rows["main_again"]["mean"] == rows["main"]["mean"]
+    assert (ablation_dir / "runs" / "no_lpips" / "model").is_dir()  # a real perceptual term: a different run
+    assert all(0 < row["mean"]["lpips"] < 1 for row in result["rows"])  # real LPIPS-Alex on every row
+    assert rows["main"]["mean"]["psnr"] > rows["converted, untouched"]["mean"]["psnr"]  # three steps already help
+    assert len({json.dumps(rows[n]["mean"]) for n in ("main", "no_lpips", "naive_mse")}) == 3
     assert rows["RGB VAE on composites (ceiling)"]["alpha"] == {}
     assert result["vae_sha256"] and result["n_images"] == len(read_split(ablation_dir / "split.json")["heldout"])
     strip = load_rgba(ablation_dir / "results" / "ablation_recon" / "main.png")
     assert strip.shape == (4, 32, 64)  # 2 pictures side by side
-    assert same_runs(variant_configs(load_ablation(ablation_dir / "ablation.json"))) == ({"no_lpips": "main"} if lpips_off else {})
+    assert same_runs(variant_configs(load_ablation(ablation_dir / "ablation.json"))) == {"main_again": "main"}

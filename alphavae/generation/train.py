@@ -110,7 +110,9 @@ def latent_cache(config: GeneratorConfig, vae, files: list[Path], root: Path, ca
             if (f.metadata() or {}).get("key") == key:
                 return {"key": key, **load_file(str(cache_path))}
     mean, std = encode_posteriors(vae, RGBAFolder(root, size=config.image_size, files=files), hflip=config.hflip, progress=progress)
-    atomic_write(cache_path, lambda tmp: save_file({"mean": mean.contiguous(), "std": std.contiguous()}, tmp, metadata={"key": key}))
+    # contiguous, as a loaded cache is: a strided view trains to different last bits, and resume must be exact
+    mean, std = mean.contiguous(), std.contiguous()
+    atomic_write(cache_path, lambda tmp: save_file({"mean": mean, "std": std}, tmp, metadata={"key": key}))
     return {"key": key, "mean": mean, "std": std}
 
 

@@ -343,10 +343,11 @@ def fetch(directory: Path | None = None, half: bool = False) -> list[Path]:
 # --- loading ---------------------------------------------------------------------------------------------
 
 def find_backbone(net: str, directory: Path | None = None) -> Path:
-    """The converted backbone file of ``net`` ("alex" or "vgg"), in ``directory`` (if given) or the cache."""
+    """The converted backbone file of ``net`` ("alex" or "vgg"): in ``directory`` when one is given (and only
+    there: the caller asked for that folder), else in the cache."""
     if net not in FILES:
         raise ValueError(f"net={net!r}: choose from {sorted(FILES)}")
-    folders = ([Path(directory).expanduser()] if directory is not None else []) + [cache_dir()]
+    folders = [Path(directory).expanduser()] if directory is not None else [cache_dir()]  # a given folder only
     for folder in folders:
         if (folder / FILES[net]).is_file():
             return folder / FILES[net]

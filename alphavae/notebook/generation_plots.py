@@ -12,16 +12,16 @@ ALPHA_COLOURS = {"transparent": (0.85, 0.85, 0.85), "soft": (0.55, 0.7, 0.9), "o
 
 
 def plot_comparison(report: dict) -> Figure:
-    """Left: KID-VAE (mean over the 9 backgrounds, ± std over subsets) per model. Right: shares of
+    """Left: KID-VGG16 (mean over the feature backgrounds, ± std over subsets) per model. Right: shares of
     transparent / soft / opaque pixels per model and for the held-out real images."""
     models = report["models"]
     names = list(models)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 2.8), dpi=DPI)
-    kid = [1e3 * models[n]["vae_features"]["mean"]["kid"] for n in names]
-    err = [1e3 * models[n]["vae_features"]["mean"]["kid_std"] for n in names]
+    kid = [1e3 * models[n]["vgg16"]["mean"]["kid"] for n in names]
+    err = [1e3 * models[n]["vgg16"]["mean"]["kid_std"] for n in names]
     ax1.barh(names, kid, xerr=err, color=(0.4, 0.5, 0.7))
     ax1.invert_yaxis()
-    ax1.set_xlabel("KID-VAE ×10³ vs held-out (lower is better; not FID)")
+    ax1.set_xlabel("KID-VGG16 ×10³ vs held-out (lower is better; not FID)")
     rows = {n: models[n]["alpha"]["generated"] for n in names} | {"held-out real": next(iter(models.values()))["alpha"]["real"]}
     left = [0.0] * len(rows)
     for kind, colour in ALPHA_COLOURS.items():
