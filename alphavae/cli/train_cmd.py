@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="override the config's number of steps")
     p.add_argument("--results", type=Path, default=Path("results"), help="ablation: where ablation.md/.json go")
     p.add_argument("--jobs", type=int, default=1, help="ablation: variants trained at the same time (one process each)")
+    p.add_argument("--lpips-net", choices=("alex", "vgg"),
+                   help="override the config's LPIPS backbone of the perceptual term (alex where VGG16's weights cannot travel)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cpu forces the CPU")
     p.set_defaults(func=run)
 
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {}
     if args.steps is not None:
         overrides["steps"] = args.steps
+    if args.lpips_net is not None:
+        overrides["lpips_net"] = args.lpips_net
     if args.device == "cpu":
         overrides["device"] = "cpu"
     if args.device == "cuda":

@@ -47,6 +47,7 @@ class LossWeights:
     disc_start: int = adv.DISC_START
     reconstruction_loss: str = "abmse"
     blend_p: float = aug.BLEND_P
+    perceptual_reduction: str = "image_mean"  # the paper's; "per_pixel" gives LPIPS a real share (taming's)
 
     def __post_init__(self) -> None:
         def number(value) -> bool:
@@ -58,6 +59,8 @@ class LossWeights:
                 raise ValueError(f"'loss.{name}' must be a number ≥ 0, got {value!r}")
         if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
             raise ValueError(f"'loss.reconstruction_loss' must be one of {RECONSTRUCTION_LOSSES}, got {self.reconstruction_loss!r}")
+        if self.perceptual_reduction not in perc.REDUCTIONS:
+            raise ValueError(f"'loss.perceptual_reduction' must be one of {perc.REDUCTIONS}, got {self.perceptual_reduction!r}")
         if not number(self.blend_p) or not 0 <= self.blend_p <= 1:
             raise ValueError(f"'loss.blend_p' must be in [0, 1], got {self.blend_p!r}")
         if not number(self.disc_start) or int(self.disc_start) != self.disc_start or self.disc_start < 0:
@@ -82,7 +85,7 @@ class AlphaVAEObjective:
     """Computes the generator and discriminator losses of one training step (method.md §3).
 
     ``reference_vae``: frozen RGB VAE for the reference KL; ``lpips_model``: from
-    :func:`alphavae.metric.lpips_model.load_lpips`; ``discriminator``: e.g. :class:`PatchDiscriminator`. The
+    :func:`alphavae.metric.backbones.load_lpips`; ``discriminator``: e.g. :class:`PatchDiscriminator`. The
     discriminator's parameters are the caller's to optimise (after :meth:`discriminator_step`).
     ``sample_posterior``: decode a sample of q(z|x) (the usual VAE training) rather than its mode.
     """
@@ -109,7 +112,7 @@ class AlphaVAEObjective:
         for term in TERMS:
             if getattr(w, term) == 0:
                 skipped[term] = "weight is 0"
-        missing = {"perceptual": (self.lpips_model, "no LPIPS model (alphavae.metric.lpips_model.load_lpips needs real AlexNet weights)"),
+        missing = {"perceptual": (self.lpips_model, "no LPIPS model (run `alphavae weights fetch` for the ImageNet backbones)"),
                    "reference_kl": (self.reference_vae, "no reference RGB VAE given"),
                    "adversarial": (self.discriminator, "no discriminator given")}
         for term, (net, why) in missing.items():
@@ -149,7 +152,8 @@ class AlphaVAEObjective:
         if self.active("reconstruction"):
             raw["reconstruction"] = self.reconstruction_term(recon, x)
         if self.active("perceptual"):
-            raw["perceptual"] = perc.perceptual_loss(recon, x, self.lpips_model, self.perceptual_backgrounds)
+            raw["perceptual"] = perc.perceptual_loss(recon, x, self.lpips_model, self.perceptual_backgrounds,
+                                                     self.weights.perceptual_reduction)
         if self.active("prior_kl"):
             raw["prior_kl"] = kl_terms.prior_kl(posterior)
         if self.active("reference_kl"):
@@ -214,3 +218,37 @@ def build_objective(rgb_vae: AutoencoderKL, weights: LossWeights, device: torch.
     objective = AlphaVAEObjective(weights, reference_vae=reference, lpips_model=lpips_model, discriminator=disc,
                                   generator=generator)
     return model, objective
+
+
+def gradient_shares(vae: AutoencoderKL, objective: AlphaVAEObjective, x01: torch.Tensor, step: int) -> dict[str, float]:
+    """Each weighted term's share of the gradient on the VAE's weights at ``step``: ‖∇ w_t·L_t‖ / Σ_t ‖∇ w_u·L_u‖.
+
+    What steers training is the gradient, not the loss value: a term can be large and still move nothing, or
+    small and dominate. One backward per term (a teaching and ablation diagnostic, not part of a step). The
+    adversarial term is measured with its adaptive weight λ, as the step applies it.
+    """
+    params = [p for p in vae.parameters() if p.requires_grad]
+    x = to_vae_range(x01)
+    generator = torch.Generator(x.device).manual_seed(0)
+    posterior = vae.encode(x).latent_dist
+    recon = vae.decode(posterior.sample(generator=generator) if objective.sample_posterior else posterior.mode()).sample.float()
+    terms: dict[str, torch.Tensor] = {}
+    w = objective.weights
+    if objective.active("reconstruction"):
+        terms["reconstruction"] = w.reconstruction * objective.reconstruction_term(recon, x)
+    if objective.active("perceptual"):
+        terms["perceptual"] = w.perceptual * perc.perceptual_loss(recon, x, objective.lpips_model,
+                                                                  objective.perceptual_backgrounds, w.perceptual_reduction)
+    if objective.active("prior_kl"):
+        terms["prior_kl"] = w.prior_kl * kl_terms.prior_kl(posterior)
+    if objective.active("reference_kl"):
+        terms["reference_kl"] = w.reference_kl * kl_terms.reference_kl(vae, objective.reference_vae, x,
+                                                                       objective.reference_backgrounds)
+    if objective.active("adversarial", step):
+        _, terms["adversarial"], _ = objective._adversarial(vae, recon, terms, None)
+    norms = {}
+    for name, value in terms.items():
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        norms[name] = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+    total = sum(norms.values()) or 1.0
+    return {name: n / total for name, n in norms.items()}

@@ -35,13 +35,16 @@ from alphavae.metric.backbones import lpips_or_reason
 from alphavae.training.config import ConfigError, TrainConfig, load_config, read_json
 from alphavae.training.data import train_and_heldout
 from alphavae.training.loop import read_log
-from alphavae.training.trainer import train
+from alphavae.losses.objective import build_objective, gradient_shares
+from alphavae.training.trainer import perceptual_model, train
 from alphavae.vae.reconstruct import reconstruct
 from alphavae.paths import results_dir
 from alphavae.vae.loading import load_vae, weights_sha256
 
 #: Images per encode → decode when the ablation reconstructs the held-out set.
 RECONSTRUCT_BATCH = 16
+#: Held-out images the gradient shares at the start are measured on.
+SHARE_IMAGES = 8
 
 #: Keys that must be equal across variants (same start, same data, same length).
 SHARED_KEYS = ("vae", "data", "split", "image_size", "max_images", "steps", "batch_size", "seed")
@@ -113,7 +116,7 @@ def train_variants(configs: dict[str, TrainConfig], ablation: AblationConfig, ou
         for name in todo:
             train(configs[name], output / name, resume=True)
         return
-    extra = [a for k, v in overrides.items() for a in (f"--{k}", str(v)) if k == "steps"]
+    extra = [a for k, v in overrides.items() if k in ("steps", "lpips_net") for a in (f"--{k.replace('_', '-')}", str(v))]
     if overrides.get("device") == "cpu":
         extra += ["--device", "cpu"]
     running: list[tuple[str, subprocess.Popen]] = []
@@ -134,6 +137,16 @@ def train_variants(configs: dict[str, TrainConfig], ablation: AblationConfig, ou
                     failed.append(f"{item[0]} (exit {item[1].returncode}, see {output / (item[0] + '.log')})")
     if failed:
         raise RuntimeError(f"ablation variants failed: {', '.join(failed)}")
+
+
+def start_gradient_shares(rgb_vae, config: TrainConfig, targets: torch.Tensor, device: torch.device) -> dict[str, float]:
+    """Each term's share of the gradient of ``config``'s objective at the start (the converted model, with the
+    GAN on as from ``disc_start``): what each weight really steers (:func:`alphavae.losses.objective.gradient_shares`)."""
+    weights = config.loss_weights()
+    lpips_model = perceptual_model(weights, config, device, [])
+    torch.manual_seed(config.seed)
+    model, objective = build_objective(rgb_vae, weights, device, lpips_model)
+    return gradient_shares(model, objective, targets.to(device), weights.disc_start)
 
 
 @torch.no_grad()
@@ -171,6 +184,11 @@ def _fmt(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _share(value: float | None) -> str:
+    """A gradient share as a percentage, with enough digits to show a share of 10⁻⁵."""
+    return "off" if value is None else f"{100 * value:.2g} %"
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """The ablation table as Markdown (one row per model), with the setup and notes under it."""
     lpips_note = "unavailable" if result["lpips_unavailable"] else None
@@ -181,6 +199,12 @@ def markdown_table(result: dict[str, Any]) -> str:
         name = row["name"] + (f" (= {row['same_run_as']})" if row.get("same_run_as") else "")
         lines.append(f"| {name} | {_fmt(m.get('psnr'), 2)} | {_fmt(m.get('ssim'), 4)} | {lp} | "
                      f"{_fmt(mm.get('psnr'), 2)} | {_fmt(a.get('psnr'), 2)} | {_fmt(a.get('sad'), 2)} | {_fmt(a.get('grad'), 2)} |")
+    shares = [row for row in result["rows"] if row.get("gradient_shares")]
+    if shares:
+        terms = list(dict.fromkeys(t for row in shares for t in row["gradient_shares"]))
+        lines += ["", "Share of the gradient on the VAE's weights at the start (converted model, GAN on), per term:", "",
+                  "| variant | " + " | ".join(terms) + " |", "|---|" + "---|" * len(terms)]
+        lines += [f"| {row['name']} | " + " | ".join(_share(row["gradient_shares"].get(t)) for t in terms) + " |" for row in shares]
     lines += ["", f"Held-out split: {result['n_images']} images at {result['image_size']} px (square, transparent padding); "
               f"composite metrics are the mean over the 9 backgrounds; SAD and grad in thousands (lower is better).",
               f"Training: {result['steps']} steps, global batch {result['batch_size']}, from `{result['vae']}`; "
@@ -223,8 +247,8 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
         if name in aliases:
             same = next(r for r in rows if r["name"] == aliases[name])
             rows.append({**same, "name": name, "config": cfg.to_dict(), "same_run_as": aliases[name]})
-            notes.append(f"{name}: not trained separately, same run as {aliases[name]} (its objective is identical "
-                         f"here because the perceptual term is off: LPIPS unavailable)")
+            notes.append(f"{name}: not trained separately, same run as {aliases[name]} (its config differs only in "
+                         f"its description)")
             continue
         run = output / name
         recon = reconstruct(load_vae(str(run / "model"), device=device), targets, RECONSTRUCT_BATCH)
@@ -233,7 +257,8 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
         run_info = json.loads((run / "run.json").read_text())
         rows.append(_row(name, "variant", report, {"config": cfg.to_dict(), "train_notes": run_info["notes"],
                                                   "images_per_s": log[-1].get("images_per_s") if log else None,
-                                                  "final_loss": log[-1].get("total") if log else None}))
+                                                  "final_loss": log[-1].get("total") if log else None,
+                                                  "gradient_shares": start_gradient_shares(rgb_vae, cfg, targets[:SHARE_IMAGES], device)}))
         strip(name, recon)
     rows.append(_row("RGB VAE on composites (ceiling)", "reference", rgb_ceiling(rgb_vae, targets, device, lpips_model)))
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
@@ -262,9 +287,3 @@ def run_ablation(path: str | os.PathLike, output: str | os.PathLike, results: st
     command = "alphavae train --ablation " + " ".join([str(path), "--output", str(output), "--results", str(results),
                                                        "--jobs", str(jobs)] + [f"--{k} {v}" for k, v in overrides.items()])
     return markdown_table(evaluate_ablation(configs, output, results, ablation.n_pictures, command))
-
-
-if __name__ == "__main__":
-    from alphavae.cli import main
-
-    sys.exit(main(["train", "--ablation", *sys.argv[1:]]))
