@@ -2,8 +2,8 @@
 # The GPU run behind data/models/embedded-generator and results/generation.{md,json} (notebook 05).
 # Trains three generators at once on one GPU — on the latents of the main RGBA VAE (embedded-rgba) and of
 # the two ablation VAEs (naive-MSE reconstruction, no reference KL) — then samples and scores all three
-# against the held-out split. The two baseline VAEs are the ablation's (benchmarks/gpu_ablation.sh):
-# copy runs/ablation/{naive_mse,no_reference_kl}/model-fp16 to $VARIANTS/{naive_mse,no_reference_kl}.
+# against the held-out split (FD-VGG16 / KID-VGG16: needs `alphavae weights fetch`). The three VAEs are the
+# ablation's (benchmarks/gpu_ablation.sh): $VARIANTS/{main,naive_mse,no_reference_kl}/model-fp16.
 # Usage (repo root, data in $ALPHAVAE_SHARED_DATA/rgba-train):
 #   OUT=/tmp/out STEPS=3000 MINUTES=6.5 bash scripts/generation_gpu_run.sh
 set -euo pipefail
@@ -12,17 +12,16 @@ STEPS=${STEPS:-3000}
 MINUTES=${MINUTES:-6}
 N_EVAL=${N_EVAL:-512}
 RUNS=${RUNS:-runs/generation}
-VARIANTS=${VARIANTS:-.gpu/variants}
-MAIN_VAE=${MAIN_VAE:-embedded-rgba}
-declare -A VAES=([main]=$MAIN_VAE [naive_mse]=$VARIANTS/naive_mse [no_reference_kl]=$VARIANTS/no_reference_kl)
+VARIANTS=${VARIANTS:-runs/ablation}
+declare -A VAES=([main]=$VARIANTS/main/model-fp16 [naive_mse]=$VARIANTS/naive_mse/model-fp16 [no_reference_kl]=$VARIANTS/no_reference_kl/model-fp16)
 mkdir -p "$(dirname "$RUNS")"
 export TQDM_MININTERVAL=20 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 pids=()
 for name in main naive_mse no_reference_kl; do
   vae=${VAES[$name]}
-  if [[ $name != main && ! -f $vae/config.json ]]; then echo "skipping $name: $vae missing"; continue; fi
-  python -m alphavae.generation.train --vae "$vae" --output "$RUNS/$name" --steps "$STEPS" \
-    --max-minutes "$MINUTES" > "$OUT/train_$name.log" 2>&1 &
+  if [[ ! -f $vae/config.json ]]; then echo "skipping $name: $vae missing"; continue; fi
+  python -m alphavae generator train --vae "$vae" --output "$RUNS/$name" --steps "$STEPS" \
+    --max-minutes "$MINUTES" --resume > "$OUT/train_$name.log" 2>&1 &
   pids+=($!)
 done
 status=0
@@ -35,7 +34,7 @@ models=(--model "main=$RUNS/main/model")
 for name in naive_mse no_reference_kl; do
   [[ -d $RUNS/$name/model ]] && models+=(--model "$name=$RUNS/$name/model")
 done
-python -m alphavae.generation.evaluate "${models[@]}" --n "$N_EVAL" --json "$OUT/generation.json" --md "$OUT/generation.md" \
+python -m alphavae generator eval "${models[@]}" --n "$N_EVAL" --json "$OUT/generation.json" --md "$OUT/generation.md" \
   --command "OUT=\$OUT STEPS=$STEPS MINUTES=$MINUTES bash scripts/generation_gpu_run.sh" \
-  --note "Baseline VAEs: the naive_mse and no_reference_kl RGBA VAEs of notebook 04's ablation (results/ablation.md), trained with benchmarks/gpu_ablation.sh and not shipped (git-ignored $VARIANTS/)."
+  --note "VAEs: main, naive_mse and no_reference_kl of notebook 04's ablation (results/ablation.md, benchmarks/gpu_ablation.sh); main is the shipped embedded-rgba, the other two are not shipped."
 tar -C "$RUNS/main" -cf "$OUT/model.tar" model
