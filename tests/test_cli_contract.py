@@ -1,0 +1,186 @@
+"""The command-line contract (shared/docs/cli.md) at its edges: the pixel budget every image reader shares,
+file modes, and the one-line exit-2 / named-skip exit-1 rules of ``eval``, ``reconstruct`` and ``generate``,
+plus the fast failure of an uncached hub id with no network. Everything runs in-process through
+:func:`alphavae.cli.main` except where a fresh process is the thing measured (memory, the hub's environment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import png
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from PIL import Image
+
+import alphavae
+import alphavae.reconstruction
+from alphavae.cli import main
+from alphavae.imageio import MAX_PIXELS, MAX_PIXELS_ENV, ImageReadError, atomic_write, load_rgba, save_png
+from alphavae.metrics import SSIM_WINDOW
+
+ROOT = Path(alphavae.__file__).resolve().parents[1]
+#: Fresh processes import this checkout, not whatever ``alphavae`` the environment has installed.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+       "TQDM_DISABLE": "1"}
+
+
+def one_line_error(capsys, code: int, *needles: str) -> str:
+    """Assert exit status 2 and exactly one stderr line containing every needle; return that line."""
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, (code, err)
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def usage_error(capsys, argv: list[str], *needles: str) -> None:
+    """An argparse usage error: SystemExit 2 with one stderr line containing every needle."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    one_line_error(capsys, exit_info.value.code, *needles)
+
+
+def rgba_png(path: Path, width: int = 24, height: int = 20, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA").save(path)
+    return path
+
+
+#: Decompressed size of the pixel data in :func:`png_declaring`'s bombs: far more than the memory allowed to grow.
+BOMB_DATA_MB = 400
+
+
+def png_declaring(path: Path, width: int, height: int, bit_depth: int, data_mb: int = BOMB_DATA_MB) -> Path:
+    """An RGBA PNG with a valid IHDR declaring ``width × height`` and ``data_mb`` MB of zero scanlines in a
+    ~1000:1 zlib stream (cut short of the declared size): a decoder that trusts the header fills hundreds of MB.
+
+    The stream is one compressed MB repeated: after a full flush deflate forgets its history, so every later
+    compressed MB is the same bytes.
+    """
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate, megabyte = zlib.compressobj(9), bytes(1 << 20)
+    first = deflate.compress(megabyte) + deflate.flush(zlib.Z_FULL_FLUSH)
+    repeat = deflate.compress(megabyte) + deflate.flush(zlib.Z_FULL_FLUSH)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 6, 0, 0, 0)
+    idat = first + repeat * (data_mb - 1)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def bmp_declaring(path: Path, width: int, height: int) -> Path:
+    """A 24-bit BMP header declaring ``width × height`` with no pixel data (Pillow reads the size from it)."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    path.write_bytes(b"BM" + struct.pack("<IHHI", 14 + len(info), 0, 0, 14 + len(info)) + info)
+    return path
+
+
+def tiny_vae(folder: Path, channels: int = 4) -> Path:
+    """A random 4-level (downsampling 8, like SD's) AutoencoderKL saved to ``folder``: fast on the CPU."""
+    torch.manual_seed(0)
+    AutoencoderKL(in_channels=channels, out_channels=channels, block_out_channels=(8,) * 4,
+                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                  norm_num_groups=4).save_pretrained(folder)
+    return folder
+
+
+# --- 1. one pixel budget for every reader, checked from the header --------------------------------------------
+
+
+@pytest.mark.parametrize("width, height, bit_depth", [(13500, 13500, 16), (12000, 12000, 8)])
+def test_a_png_bomb_is_refused_by_name_from_the_header_in_no_time_or_memory(tmp_path, width, height, bit_depth):
+    """Measured in a fresh process, so that the peak resident size is this read's and nothing before it."""
+    bomb = str(png_declaring(tmp_path / "bomb.png", width, height, bit_depth))
+    assert width * height > MAX_PIXELS and Path(bomb).stat().st_size < BOMB_DATA_MB * 1100
+    code = (
+        "import json, resource, sys, time\n"
+        "from alphavae.imageio import ImageReadError, load_rgba\n"
+        "before, start, error = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter(), None\n"
+        "try:\n    load_rgba(sys.argv[1])\n"
+        "except ImageReadError as exc:\n    error = str(exc)\n"
+        "print(json.dumps({'seconds': time.perf_counter() - start, 'error': error,\n"
+        "                  'mb': (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, bomb], env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["error"] and report["error"].startswith(f"{bomb}: {width}x{height} is ") and "budget" in report["error"], report
+    assert report["seconds"] < 0.5 and report["mb"] < 200, report
+
+
+def test_every_pillow_format_and_16_bit_png_share_the_budget_which_the_environment_sets(tmp_path, monkeypatch):
+    rgba = np.random.default_rng(0).integers(0, 256, (20, 20, 4), dtype=np.uint8)
+    files = [tmp_path / "x16.png"]
+    png.Writer(20, 20, greyscale=False, alpha=True, bitdepth=16).write(
+        files[0].open("wb"), (rgba.astype(np.uint16) * 257).reshape(20, -1).tolist())
+    for suffix in (".png", ".webp", ".tiff", ".gif", ".bmp", ".jpg"):
+        files.append(tmp_path / f"x{suffix}")
+        Image.fromarray(rgba if suffix not in (".jpg", ".bmp") else rgba[..., :3]).save(files[-1])
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(20 * 20))
+    assert all(load_rgba(f).shape == (4, 20, 20) for f in files)
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(20 * 20 - 1))
+    for f in files:
+        with pytest.raises(ImageReadError, match=f"{f.name}: 20x20 is 400 pixels, over the budget of 399"):
+            load_rgba(f)
+
+
+def test_pillow_bomb_limit_does_not_pre_empt_ours(tmp_path, monkeypatch):
+    """13400×13400 is past Pillow's own DecompressionBombError limit; the message is still ours, and a budget
+    raised past Pillow's limit is honoured (the header is read, the missing pixels are what fails)."""
+    bomb = bmp_declaring(tmp_path / "huge.bmp", 13400, 13400)
+    assert 13400 * 13400 > 2 * Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageReadError, match=r"huge.bmp: 13400x13400 is 179,560,000 pixels, over the budget") as error:
+        load_rgba(bomb)
+    assert "DecompressionBomb" not in str(error.value)
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(10**9))
+    with pytest.raises(ImageReadError) as error:
+        load_rgba(bomb)
+    assert "budget" not in str(error.value) and "DecompressionBomb" not in str(error.value)
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's limit is back for everyone else
+
+
+def test_a_malformed_budget_names_the_variable(tmp_path, monkeypatch, capsys):
+    for folder in ("pred", "target"):
+        rgba_png(tmp_path / folder / "a.png")
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    one_line_error(capsys, main(["eval", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"),
+                                 "--metrics", "psnr"]), MAX_PIXELS_ENV, "lots")
+
+
+def test_a_bomb_among_many_is_named_and_the_rest_evaluated(tmp_path, capsys):
+    for folder in ("pred", "target"):
+        for i in range(2):
+            rgba_png(tmp_path / folder / f"ok{i}.png", seed=i)
+    png_declaring(tmp_path / "target" / "bomb.png", 13500, 13500, 16)
+    rgba_png(tmp_path / "pred" / "bomb.png")
+    report = tmp_path / "r.json"
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"), "--metrics", "psnr",
+                 "--json", str(report)]) == 1
+    assert str(tmp_path / "target" / "bomb.png") in capsys.readouterr().err
+    assert json.loads(report.read_text())["n_images"] == 2
+
+
+# --- 2. written files get the umask's mode --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_have_the_umask_mode(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        png_file = save_png(torch.rand(4, 5, 6), tmp_path / "x.png")
+        json_file = atomic_write(tmp_path / "sub" / "r.json", lambda tmp: Path(tmp).write_text("{}\n"))
+    finally:
+        os.umask(previous)
+    assert (png_file.stat().st_mode & 0o777, json_file.stat().st_mode & 0o777) == (mode, mode)
+    assert not list(tmp_path.rglob("*.tmp"))
