@@ -184,3 +184,61 @@ def test_written_files_have_the_umask_mode(tmp_path, umask, mode):
         os.umask(previous)
     assert (png_file.stat().st_mode & 0o777, json_file.stat().st_mode & 0o777) == (mode, mode)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+# --- 3. eval ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def eval_folders(tmp_path) -> tuple[Path, Path]:
+    """``pred/`` and ``target/`` with two 24×20 pairs."""
+    for i in range(2):
+        rgba_png(tmp_path / "target" / f"p{i}.png", seed=i)
+        rgba_png(tmp_path / "pred" / f"p{i}.png", seed=i + 10)
+    return tmp_path / "pred", tmp_path / "target"
+
+
+def eval_args(folders: tuple[Path, Path], *extra: str) -> list[str]:
+    return ["eval", "--pred", str(folders[0]), "--target", str(folders[1]), *extra]
+
+
+def test_eval_skips_a_pair_smaller_than_the_ssim_window_by_name(eval_folders, tmp_path, capsys):
+    small = SSIM_WINDOW - 1
+    for folder, seed in zip(eval_folders, (1, 2)):
+        rgba_png(folder / "tiny.png", width=small + 5, height=small, seed=seed)
+    report = tmp_path / "r.json"
+    assert main(eval_args(eval_folders, "--metrics", "psnr,ssim", "--json", str(report))) == 1
+    err = capsys.readouterr().err
+    assert "tiny.png" in err and "SSIM" in err and "Traceback" not in err
+    data = json.loads(report.read_text())
+    assert data["n_images"] == 2 and "tiny" in data["skipped"]
+    assert main(eval_args(eval_folders, "--metrics", "psnr")) == 0  # without SSIM the small pair is scored
+
+
+@pytest.mark.parametrize("value", [",", "fid", "psnr,fid"])
+def test_eval_metrics_must_name_known_metrics(eval_folders, capsys, value):
+    one_line_error(capsys, main(eval_args(eval_folders, "--metrics", value)), "--metrics")
+
+
+def test_eval_backgrounds_must_name_known_backgrounds(eval_folders, capsys):
+    one_line_error(capsys, main(eval_args(eval_folders, "--backgrounds", ",")), "--backgrounds")
+
+
+def test_eval_reports_a_dangling_symlink_by_name(eval_folders, capsys):
+    gone = eval_folders[0] / "gone.png"
+    gone.symlink_to(eval_folders[0] / "deleted-long-ago.png")
+    rgba_png(eval_folders[1] / "gone.png")
+    assert main(eval_args(eval_folders, "--metrics", "psnr")) == 1
+    err = capsys.readouterr().err
+    assert str(gone) in err and "dangling" in err
+
+
+def test_eval_reports_nan_pixels_by_name(eval_folders, capsys):
+    """A float TIFF can hold NaN (PNG cannot); clamping would keep it and poison every mean."""
+    values = np.full((20, 24), 0.5, dtype=np.float32)
+    values[3, 4] = np.nan
+    Image.fromarray(values, "F").save(eval_folders[0] / "nan.tiff")
+    rgba_png(eval_folders[1] / "nan.png")
+    assert main(eval_args(eval_folders, "--metrics", "psnr")) == 1
+    err = capsys.readouterr().err
+    assert str(eval_folders[0] / "nan.tiff") in err and "NaN" in err
