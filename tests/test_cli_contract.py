@@ -242,3 +242,77 @@ def test_eval_reports_nan_pixels_by_name(eval_folders, capsys):
     assert main(eval_args(eval_folders, "--metrics", "psnr")) == 1
     err = capsys.readouterr().err
     assert str(eval_folders[0] / "nan.tiff") in err and "NaN" in err
+
+
+# --- 4. reconstruct --------------------------------------------------------------------------------------------
+
+
+def test_reconstruct_refuses_two_inputs_with_one_stem(tmp_path, capsys):
+    rgba_png(tmp_path / "in" / "a.png")
+    Image.open(tmp_path / "in" / "a.png").save(tmp_path / "in" / "a.webp", lossless=True)
+    rgba_png(tmp_path / "in" / "b.png")
+    code = main(["reconstruct", "--vae", "embedded-rgba", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")])
+    one_line_error(capsys, code, "a.png", "a.webp")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("output", [".", "sub", "sub/deeper"])
+def test_reconstruct_refuses_an_output_inside_the_input(tmp_path, capsys, output):
+    rgba_png(tmp_path / "in" / "a.png")
+    rgba_png(tmp_path / "in" / "sub" / "b.png")
+    code = main(["reconstruct", "--vae", "embedded-rgba", "--input", str(tmp_path / "in"),
+                 "--output", str(tmp_path / "in" / output)])
+    one_line_error(capsys, code, "--output")
+    assert sorted(p.name for p in (tmp_path / "in").rglob("*.png")) == ["a.png", "b.png"]
+
+
+@pytest.mark.parametrize("size", [8, 9, 40, 41])
+def test_reconstruct_size_is_the_long_side_padded_transparent_to_8_and_cropped_back(tmp_path, monkeypatch, size):
+    """cli.md: resize the long side to N (premultiplied), pad to a multiple of 8 with transparent pixels, crop back."""
+    seen = []
+    real = alphavae.reconstruction.reconstruct
+    monkeypatch.setattr(alphavae.reconstruction, "reconstruct", lambda vae, x: seen.append(x) or real(vae, x))
+    rgba_png(tmp_path / "in" / "wide.png", width=50, height=23)
+    vae = tiny_vae(tmp_path / "vae")
+    assert main(["reconstruct", "--vae", str(vae), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                 "--size", str(size), "--device", "cpu"]) == 0
+    out = load_rgba(tmp_path / "out" / "wide.png")
+    assert out.shape == (4, round(23 * size / 50), size)
+    (x,) = seen
+    assert x.shape[-1] % 8 == 0 and x.shape[-2] % 8 == 0
+    assert (x[..., 3, out.shape[1]:, :] == 0).all() and (x[..., 3, :, size:] == 0).all()
+
+
+def test_reconstruct_size_out_of_range_names_the_option(tmp_path, capsys):
+    rgba_png(tmp_path / "in" / "a.png")
+    for size in ("7", str(10**6)):
+        one_line_error(capsys, main(["reconstruct", "--vae", "embedded-rgba", "--input", str(tmp_path / "in"),
+                                     "--output", str(tmp_path / "out"), "--size", size]), f"--size {size}")
+
+
+def test_reconstruct_help_states_the_size_rule(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reconstruct", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0 and "long side is resized to N" in out
+    assert "transparent pixels to a multiple of 8" in out and "cropped back" in out
+
+
+def test_reconstruct_reports_a_nan_reconstruction_by_name(tmp_path, monkeypatch, capsys):
+    calls = []
+    real = alphavae.reconstruction.reconstruct
+
+    def first_is_nan(vae, x):
+        calls.append(x)
+        y = real(vae, x)
+        return torch.full_like(y, float("nan")) if len(calls) == 1 else y
+
+    monkeypatch.setattr(alphavae.reconstruction, "reconstruct", first_is_nan)
+    rgba_png(tmp_path / "in" / "a.png")
+    rgba_png(tmp_path / "in" / "b.png", seed=1)
+    code = main(["reconstruct", "--vae", str(tiny_vae(tmp_path / "vae")), "--input", str(tmp_path / "in"),
+                 "--output", str(tmp_path / "out"), "--batch-size", "1", "--device", "cpu"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "in" / "a.png") in err and "NaN" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.png"]
