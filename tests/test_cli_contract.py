@@ -25,6 +25,7 @@ from PIL import Image
 import alphavae
 import alphavae.reconstruction
 from alphavae.cli import main
+from alphavae.generation import MAX_SAMPLES, MAX_SEED, iter_samples, load_generator
 from alphavae.imageio import MAX_PIXELS, MAX_PIXELS_ENV, ImageReadError, atomic_write, load_rgba, save_png
 from alphavae.metrics import SSIM_WINDOW
 
@@ -244,6 +245,24 @@ def test_eval_reports_nan_pixels_by_name(eval_folders, capsys):
     assert str(eval_folders[0] / "nan.tiff") in err and "NaN" in err
 
 
+# --- --device, every command that takes it --------------------------------------------------------------------
+
+
+def command_args(command: str, tmp_path: Path) -> list[str]:
+    rgba_png(tmp_path / "in" / "a.png")
+    return {"eval": ["eval", "--pred", str(tmp_path / "in"), "--target", str(tmp_path / "in")],
+            "reconstruct": ["reconstruct", "--vae", "embedded-rgba", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")],
+            "generate": ["generate", "--n", "1", "--output", str(tmp_path / "out")]}[command]
+
+
+@pytest.mark.parametrize("command", ["eval", "reconstruct", "generate"])
+def test_device_is_auto_cpu_or_an_available_cuda(command, tmp_path, capsys, monkeypatch):
+    usage_error(capsys, command_args(command, tmp_path) + ["--device", "tpu"], "--device", "tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    one_line_error(capsys, main(command_args(command, tmp_path) + ["--device", "cuda"]), "--device cuda")
+    assert not (tmp_path / "out").exists()
+
+
 # --- 4. reconstruct --------------------------------------------------------------------------------------------
 
 
@@ -316,3 +335,64 @@ def test_reconstruct_reports_a_nan_reconstruction_by_name(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert str(tmp_path / "in" / "a.png") in err and "NaN" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.png"]
+
+
+# --- 5. generate -----------------------------------------------------------------------------------------------
+
+GENERATE_FAST = ["generate", "--size", "32", "--steps", "2", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--n", "0"), ("--n", str(MAX_SAMPLES + 1)), ("--size", "0"), ("--size", "100"), ("--steps", "0"), ("--steps", "-3"),
+    ("--steps", "100000"), ("--guidance", "nan"), ("--guidance", "inf"), ("--seed", str(MAX_SEED + 1)), ("--seed", "-1"),
+])
+def test_generate_bad_options_name_themselves(tmp_path, capsys, option, value):
+    argv = [*GENERATE_FAST, "--n", "1", "--output", str(tmp_path / "out"), option, value]  # given twice, the last wins
+    one_line_error(capsys, main(argv), f"{option} {value}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, needles", [
+    ("[1, 2]", ["generator.json", "JSON object", "vae"]),
+    ('{"image_size": 256, "shift_factor": 0, "scaling_factor": 0.3}', ["generator.json", '"vae"']),
+    ('{"vae": "embedded-rgba", "image_size": "big", "shift_factor": 0, "scaling_factor": 0.3}', ["generator.json", '"image_size"']),
+    ("{not json", ["generator.json", "JSON"]),
+])
+def test_a_bad_generator_json_names_the_file_and_key(tmp_path, capsys, content, needles):
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "generator.json").write_text(content)
+    one_line_error(capsys, main([*GENERATE_FAST, "--model", str(tmp_path / "gen"), "--n", "1", "--output", str(tmp_path / "out")]),
+                   str(tmp_path / "gen" / "generator.json"), *needles)
+
+
+def test_generate_writes_each_sample_as_it_is_made(tmp_path, monkeypatch, capsys):
+    """Killed while sampling the second batch (samples 16..): the first batch is already on disk, complete."""
+    import alphavae.generation
+
+    real, calls = alphavae.generation.sample_latents, []
+
+    def interrupt_second_batch(*args, **kwargs):
+        calls.append(len(list((tmp_path / "g").glob("*.png"))) if (tmp_path / "g").is_dir() else 0)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(alphavae.generation, "sample_latents", interrupt_second_batch)
+    assert main([*GENERATE_FAST, "--n", "20", "--seed", "1", "--output", str(tmp_path / "g")]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    written = sorted((tmp_path / "g").iterdir())
+    assert calls == [0, 16] and len(written) == 16 and written[0].name.startswith("0000-")
+    assert all(load_rgba(p).shape == (4, 32, 32) for p in written)
+
+
+def test_sampling_streams_in_bounded_memory():
+    """The largest allowed ``n`` yields its first images after one batch: nothing is made for all n at once."""
+    samples = iter_samples(load_generator("embedded-generator"), MAX_SAMPLES, seed=0, size=32, num_inference_steps=1, batch_size=2)
+    assert all(next(samples).shape == (4, 32, 32) for _ in range(3))  # two batches of two, of 100000 images
+
+
+def test_generate_help_states_the_limits(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    assert str(MAX_SAMPLES) in out and "2**63-1" in out and MAX_SEED == 2**63 - 1
