@@ -37,7 +37,7 @@ import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from alphavae.blending import from_vae_range
-from alphavae.vae import load_vae, resolve_spec, torch_device, weights_sha256
+from alphavae.vae import hub_unreachable, load_vae, resolve_spec, torch_device, weights_sha256
 
 #: The file beside the UNet that says how the generator pairs with its VAE and how to sample it.
 INFO_FILE = "generator.json"
@@ -142,7 +142,7 @@ def _parse_info(path: Path) -> dict:
     return info
 
 
-def _read_info(where: str, subfolder: str | None, spec: str) -> dict:
+def _read_info(where: str, subfolder: str | None, spec: str, local_files_only: bool = False) -> dict:
     if Path(where).is_dir():
         path = Path(where) / (subfolder or "") / INFO_FILE
         if not path.is_file():
@@ -150,7 +150,7 @@ def _read_info(where: str, subfolder: str | None, spec: str) -> dict:
         return _parse_info(path)
     from huggingface_hub import hf_hub_download
 
-    return _parse_info(Path(hf_hub_download(where, INFO_FILE, subfolder=subfolder)))
+    return _parse_info(Path(hf_hub_download(where, INFO_FILE, subfolder=subfolder, local_files_only=local_files_only)))
 
 
 def _warn_if_unpaired(info: dict, vae_spec: str) -> None:
@@ -173,13 +173,19 @@ def load_generator(spec: str = "embedded-generator", device: str | torch.device 
     float32 (fp16 on disk); ``device=None`` keeps everything on the CPU, ``"auto"`` picks CUDA if present.
     """
     where, subfolder = resolve_spec(spec)
+    unreachable = None if Path(where).is_dir() else hub_unreachable()
+    local_only = unreachable is not None
     try:
-        info = _read_info(where, subfolder, spec)
-        unet = UNet2DModel.from_pretrained(where, subfolder=subfolder, torch_dtype=torch.float32, use_safetensors=True)
-        ddpm_config = DDPMScheduler.load_config(where, subfolder=subfolder)
+        info = _read_info(where, subfolder, spec, local_only)
+        unet = UNet2DModel.from_pretrained(where, subfolder=subfolder, torch_dtype=torch.float32, use_safetensors=True,
+                                           local_files_only=local_only)
+        ddpm_config = DDPMScheduler.load_config(where, subfolder=subfolder, local_files_only=local_only)
     except GeneratorLoadError:
         raise
     except Exception as exc:  # hub/offline/corrupt-folder errors come in many types
+        if unreachable is not None:
+            raise GeneratorLoadError(f"{spec}: is not in the local Hugging Face cache and the hub is unreachable "
+                                     f"({unreachable}); pass a local generator folder") from exc
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise GeneratorLoadError(f"{spec}: cannot load the generator ({first}); pass a local generator folder") from exc
     vae = load_vae(vae_spec or info["vae"])

@@ -396,3 +396,43 @@ def test_generate_help_states_the_limits(capsys):
         main(["generate", "--help"])
     out = capsys.readouterr().out
     assert str(MAX_SAMPLES) in out and "2**63-1" in out and MAX_SEED == 2**63 - 1
+
+
+# --- 6. a hub id with no network and no cache ----------------------------------------------------------------
+
+
+def test_uncached_hub_ids_without_network_fail_fast_in_one_line(tmp_path):
+    """HF_HUB_OFFLINE unset, the endpoint a closed port: one line each, no ~30 s of retries. A cached hub id
+    still loads (from the cache) with the hub unreachable."""
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4)
+    repo = tmp_path / "hub" / "models--someorg--tiny-vae"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    vae.save_pretrained(repo / "snapshots" / ("0" * 40), safe_serialization=True)
+    rgba_png(tmp_path / "in" / "a.png")
+    code = (
+        "import sys, time\n"
+        "from alphavae.cli import main\n"
+        "from alphavae.vae import load_vae\n"
+        "for argv in sys.argv[1:3]:\n"
+        "    start = time.perf_counter()\n"
+        "    status = main(argv.split())\n"
+        "    print(status, round(time.perf_counter() - start, 2), file=sys.stderr)\n"
+        "start = time.perf_counter(); load_vae('someorg/tiny-vae')\n"
+        "print('cached', round(time.perf_counter() - start, 2), file=sys.stderr)\n"
+    )
+    argvs = [f"reconstruct --vae nobody/no-such-vae --input {tmp_path / 'in'} --output {tmp_path / 'out'} --device cpu",
+             f"generate --model nobody/no-such-generator --n 1 --output {tmp_path / 'out'} --device cpu"]
+    env = {k: v for k, v in ENV.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "hub"), HF_HOME=str(tmp_path / "home"))
+    result = subprocess.run([sys.executable, "-c", code, *argvs], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 5, lines  # error, status, error, status, cached
+    for (message, status), spec in zip((lines[0:2], lines[2:4]), ("nobody/no-such-vae", "nobody/no-such-generator")):
+        assert spec in message and "unreachable" in message and "127.0.0.1:9" in message, message
+        code_, seconds = status.split()
+        assert code_ == "2" and float(seconds) < 5, status
+    assert lines[4].startswith("cached") and float(lines[4].split()[1]) < 5
