@@ -3,12 +3,17 @@
 Modes handled: RGBA, RGB (α = 1), L, LA, P with or without transparency, CMYK, 8- and 16-bit PNGs (16-bit
 precision is kept by reading those through pypng, because Pillow drops colour PNGs to 8 bits).
 Resizing and cropping happen in premultiplied space so colour hidden under α = 0 never bleeds into soft edges.
+Every reader shares one pixel budget (:func:`max_pixels`), checked from the file's header before anything is
+decoded, so a small file declaring a huge canvas is refused by name instead of eating the machine's memory.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +26,62 @@ from alphavae.blending import premultiply, unpremultiply
 
 IMAGE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
+#: Largest image (width × height) any reader decodes: 40 M pixels is a 640 MB float RGBA tensor, well past any
+#: image the project uses, well short of exhausting a laptop. :data:`MAX_PIXELS_ENV` overrides it.
+MAX_PIXELS = 40_000_000
+#: Environment variable that overrides :data:`MAX_PIXELS` (a positive whole number of pixels).
+MAX_PIXELS_ENV = "ALPHAVAE_MAX_PIXELS"
+
+#: Held while Pillow's own decompression-bomb limit is switched off in favour of ours (a process-wide setting).
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
 
 class ImageReadError(ValueError):
     """An image file is missing, corrupt or in a form we cannot read; the message names the file."""
+
+
+def max_pixels() -> int:
+    """The pixel budget of every reader: ``$ALPHAVAE_MAX_PIXELS`` if set, else :data:`MAX_PIXELS`.
+
+    A malformed value is a ``ValueError`` naming the variable (not an :class:`ImageReadError`: no file is at fault).
+    """
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return MAX_PIXELS
+    try:
+        budget = int(raw)
+    except ValueError:
+        budget = 0
+    if budget < 1:
+        raise ValueError(f"${MAX_PIXELS_ENV}={raw!r}: must be a positive whole number of pixels")
+    return budget
+
+
+def _check_budget(path: Path, size: tuple[int, int], budget: int) -> None:
+    """Raise :class:`ImageReadError` naming ``path`` if an image of ``size`` (width, height) is over ``budget``."""
+    width, height = size
+    if width * height > budget:
+        raise ImageReadError(f"{path}: {width}x{height} is {width * height:,} pixels, over the budget of {budget:,} "
+                             f"(checked from the header; set ${MAX_PIXELS_ENV} to read larger images)")
+
+
+@contextmanager
+def _open_within_budget(path: Path, budget: int) -> Iterator[Image.Image]:
+    """``Image.open`` (header only) with ``budget`` checked before any pixel is decoded.
+
+    Pillow's own decompression-bomb limit is switched off while the file is open (under a lock, because it is a
+    process-wide setting): it would otherwise pre-empt ours with its own message, or warn about images our
+    budget allows.
+    """
+    with _PILLOW_LIMIT_LOCK:
+        pillow_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(path) as im:
+                _check_budget(path, im.size, budget)
+                yield im
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
 def _png_bit_depth(path: Path) -> int:
@@ -54,7 +112,10 @@ def _pil_to_rgba(im: Image.Image) -> torch.Tensor:
         g = torch.from_numpy(arr)[None]
         return torch.cat([g.expand(3, -1, -1), torch.ones_like(g)])
     if im.mode == "F":
-        g = torch.from_numpy(np.asarray(im, dtype=np.float32)).clamp(0, 1)[None]
+        g = torch.from_numpy(np.asarray(im, dtype=np.float32))
+        if torch.isnan(g).any():  # clamping keeps NaN, and a NaN pixel would silently poison every metric
+            raise ValueError("the image has NaN pixel values")
+        g = g.clamp(0, 1)[None]
         return torch.cat([g.expand(3, -1, -1), torch.ones_like(g)])
     if im.mode == "CMYK":
         im = im.convert("RGB")
@@ -66,15 +127,19 @@ def _pil_to_rgba(im: Image.Image) -> torch.Tensor:
 def load_rgba(path: str | os.PathLike) -> torch.Tensor:
     """Read an image file as a straight-alpha RGBA float tensor ``(4, H, W)`` in [0, 1].
 
-    Raises :class:`ImageReadError` naming the file if it is missing or unreadable.
+    Raises :class:`ImageReadError` naming the file if it is missing, unreadable, or over the pixel budget
+    (:func:`max_pixels`, checked from the header before decoding, whichever reader decodes it).
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ImageReadError(f"{path}: dangling symbolic link (to {os.readlink(path)})")
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
+    budget = max_pixels()
     try:
-        if _png_bit_depth(path) == 16:
-            return _read_png16(path)
-        with Image.open(path) as im:
+        with _open_within_budget(path, budget) as im:
+            if _png_bit_depth(path) == 16:
+                return _read_png16(path)
             im.load()
             return _pil_to_rgba(im)
     except ImageReadError:
@@ -88,14 +153,28 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.detach().float().clamp(0, 1).cpu().permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
 
+def _new_temp_file(path: Path) -> Path:
+    """Create an empty, uniquely named hidden file beside ``path``, mode ``0o666`` less the umask like any
+    ``open(..., "w")`` (``tempfile.mkstemp`` makes it 0600, and the rename would keep that)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` then rename to ``path``: an interrupted run leaves no half-written file."""
+    """Call ``write(tmp_path)`` then rename to ``path``: an interrupted run leaves no half-written file.
+
+    The file gets the mode any new file gets (``0o666`` less the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temp_file(path)
     try:
-        write(tmp)
+        write(str(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -147,8 +226,13 @@ def pad_to_multiple(rgba: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Every image file under ``folder`` (recursively), sorted, as paths."""
+    """Every image file under ``folder`` (recursively), sorted, as paths.
+
+    Dangling symbolic links with an image suffix are listed too, so that reading them reports them by name
+    instead of their silently going missing.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink() and not p.exists()))

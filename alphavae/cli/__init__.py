@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from alphavae.training.loop import RunLocked
 
 #: Command modules, in the order ``--help`` lists them.
 COMMANDS = ("eval", "reconstruct", "convert", "train", "generate", "pretrain", "generator", "weights")
+
+#: What ``--device`` accepts, in every command that has it (cli.md); ``auto`` is CUDA when present.
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class CLIError(Exception):
@@ -26,6 +34,33 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--device auto|cpu|cuda`` (default auto); anything else is a one-line usage error naming ``--device``."""
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="where to compute (auto: cuda if present)")
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``--device`` → a ``torch.device``; ``cuda`` where no CUDA device is available is a :class:`CLIError`."""
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def check_size(size: int | None, minimum: int) -> None:
+    """``--size`` must be at least ``minimum`` and, squared, within the pixel budget every image reader has
+    (:func:`alphavae.imageio.max_pixels`): a huge ``--size`` would otherwise build the image a bomb would."""
+    from alphavae.imageio import MAX_PIXELS_ENV, max_pixels
+
+    if size is None:
+        return
+    largest = math.isqrt(max_pixels())
+    if not minimum <= size <= largest:
+        raise CLIError(f"--size {size}: must be in {minimum}..{largest} (the long side, in pixels; "
+                       f"the upper bound is the ${MAX_PIXELS_ENV} pixel budget)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from alphavae.cli import CLIError
+from alphavae.cli import CLIError, add_device_option, check_size, resolve_device
 
 EPILOG = """examples:
   alphavae eval --pred runs/recon --target data/rgba-sample
@@ -35,22 +35,24 @@ def register(subparsers) -> None:
     p.add_argument("--metrics", type=_csv, default=["psnr", "ssim", "lpips"], help="comma list of psnr,ssim,lpips")
     p.add_argument("--backgrounds", type=_csv, default=None,
                    help="comma list of gray,black,white,red,green,blue,yellow,cyan,magenta (default all 9)")
-    p.add_argument("--size", type=int, help="resize both images so the long side is N (premultiplied)")
+    p.add_argument("--size", type=int, help="resize both images so the long side is N (premultiplied; N >= 1)")
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.add_argument("--masked", action="store_true", help="also report every metric over pixels where target alpha > 0")
     p.add_argument("--ssim-mode", choices=("luma", "rgb"), default="luma", help="SSIM on BT.601 luma (paper) or per RGB channel")
     p.add_argument("--jpeg-quality", type=int, help="round-trip composites through JPEG (the published pipeline uses 75)")
     p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (alex: the paper's, as pyiqa's lpips)")
     p.add_argument("--lpips-weights", type=Path, help="folder of the converted backbones (default: the cache `alphavae weights fetch` fills)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (auto: cuda if present)")
+    add_device_option(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (each batch is scored over all backgrounds at once)")
     p.set_defaults(func=run)
 
 
-def _device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is available")
-    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+def _check_names(flag: str, given: list[str], valid) -> None:
+    """At least one name, each one of ``valid``; otherwise a :class:`CLIError` naming ``flag``."""
+    unknown = [name for name in given if name not in valid]
+    if unknown or not given:
+        shown = ",".join(unknown) if unknown else "no names given"
+        raise CLIError(f"{flag} {shown}: choose one or more of {','.join(valid)}, comma-separated")
 
 
 def _lpips_model(args: argparse.Namespace, device: torch.device):
@@ -68,9 +70,15 @@ def _lpips_model(args: argparse.Namespace, device: torch.device):
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, write the JSON; exit 1 if some images were unreadable."""
+    from alphavae.blending import BACKGROUNDS
     from alphavae.metric.folders import evaluate_folders
     from alphavae.imageio import atomic_write
+    from alphavae.metric.alpha import METRICS
 
+    _check_names("--metrics", args.metrics, METRICS)
+    if args.backgrounds is not None:
+        _check_names("--backgrounds", args.backgrounds, BACKGROUNDS)
+    check_size(args.size, 1)
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.jpeg_quality is not None and not 1 <= args.jpeg_quality <= 100:
@@ -78,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, folder in (("--pred", args.pred), ("--target", args.target)):
         if not folder.is_dir():
             raise CLIError(f"{flag} {folder}: not a folder")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     result = evaluate_folders(
         args.pred, args.target, size=args.size, device=device, batch_size=args.batch_size,
         metrics=tuple(args.metrics), backgrounds=args.backgrounds, ssim_mode=args.ssim_mode, masked=args.masked,

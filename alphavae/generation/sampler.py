@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +37,17 @@ import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from alphavae.blending import from_vae_range
-from alphavae.vae.loading import load_vae, resolve_spec, torch_device, weights_sha256
+from alphavae.vae.loading import hub_unreachable, load_vae, resolve_spec, torch_device, weights_sha256
 
 #: The file beside the UNet that says how the generator pairs with its VAE and how to sample it.
 INFO_FILE = "generator.json"
+#: The keys :data:`INFO_FILE` must have (what loading, sampling and decoding read), with their JSON types.
+INFO_KEYS: dict[str, type | tuple[type, ...]] = {"vae": str, "image_size": int, "shift_factor": (int, float),
+                                                 "scaling_factor": (int, float)}
+#: Most samples one call makes (``--n``): they stream to disk, but a typo of a few zeros should not run for days.
+MAX_SAMPLES = 100_000
+#: Largest seed: torch seeds are 64-bit, and the class draw uses ``seed + 1``.
+MAX_SEED = 2**63 - 1
 
 
 class GeneratorLoadError(ValueError):
@@ -117,15 +126,31 @@ def save_generator(unet: UNet2DModel, scheduler: DDPMScheduler, info: dict, fold
     return folder
 
 
-def _read_info(where: str, subfolder: str | None, spec: str) -> dict:
+def _parse_info(path: Path) -> dict:
+    """Read :data:`INFO_FILE`; anything but a JSON object with the :data:`INFO_KEYS` is an error naming the file and key."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GeneratorLoadError(f"{path}: not readable as JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise GeneratorLoadError(f"{path}: must be a JSON object with the keys {', '.join(INFO_KEYS)}, not a JSON {type(info).__name__}")
+    for key, kind in INFO_KEYS.items():
+        if key not in info:
+            raise GeneratorLoadError(f"{path}: missing key \"{key}\" (a generator.json needs {', '.join(INFO_KEYS)})")
+        if not isinstance(info[key], kind) or isinstance(info[key], bool):
+            raise GeneratorLoadError(f"{path}: key \"{key}\" is {info[key]!r}, not a {getattr(kind, '__name__', 'number')}")
+    return info
+
+
+def _read_info(where: str, subfolder: str | None, spec: str, local_files_only: bool = False) -> dict:
     if Path(where).is_dir():
         path = Path(where) / (subfolder or "") / INFO_FILE
         if not path.is_file():
             raise GeneratorLoadError(f"{spec}: {path} is missing; this folder is not a generator")
-        return json.loads(path.read_text())
+        return _parse_info(path)
     from huggingface_hub import hf_hub_download
 
-    return json.loads(Path(hf_hub_download(where, INFO_FILE, subfolder=subfolder)).read_text())
+    return _parse_info(Path(hf_hub_download(where, INFO_FILE, subfolder=subfolder, local_files_only=local_files_only)))
 
 
 def _warn_if_unpaired(info: dict, vae_spec: str) -> None:
@@ -148,13 +173,19 @@ def load_generator(spec: str = "embedded-generator", device: str | torch.device 
     float32 (fp16 on disk); ``device=None`` keeps everything on the CPU, ``"auto"`` picks CUDA if present.
     """
     where, subfolder = resolve_spec(spec)
+    unreachable = None if Path(where).is_dir() else hub_unreachable()
+    local_only = unreachable is not None
     try:
-        info = _read_info(where, subfolder, spec)
-        unet = UNet2DModel.from_pretrained(where, subfolder=subfolder, torch_dtype=torch.float32, use_safetensors=True)
-        ddpm_config = DDPMScheduler.load_config(where, subfolder=subfolder)
+        info = _read_info(where, subfolder, spec, local_only)
+        unet = UNet2DModel.from_pretrained(where, subfolder=subfolder, torch_dtype=torch.float32, use_safetensors=True,
+                                           local_files_only=local_only)
+        ddpm_config = DDPMScheduler.load_config(where, subfolder=subfolder, local_files_only=local_only)
     except GeneratorLoadError:
         raise
     except Exception as exc:  # hub/offline/corrupt-folder errors come in many types
+        if unreachable is not None:
+            raise GeneratorLoadError(f"{spec}: is not in the local Hugging Face cache and the hub is unreachable "
+                                     f"({unreachable}); pass a local generator folder") from exc
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise GeneratorLoadError(f"{spec}: cannot load the generator ({first}); pass a local generator folder") from exc
     vae = load_vae(vae_spec or info["vae"])
@@ -217,37 +248,69 @@ def decode_latents(vae, latents: torch.Tensor, shift_factor: float, scaling_fact
     return from_vae_range(vae.decode(z.to(vae.dtype)).sample.float())
 
 
-@torch.no_grad()
-def generate_with(generator: LatentGenerator, n: int, seed: int = 0, size: int | None = None,
-                  classes: list[str] | str | None = None, guidance_scale: float | None = None,
-                  num_inference_steps: int | None = None, batch_size: int = 16) -> torch.Tensor:
-    """Sample ``n`` RGBA images ``(n, 4, H, W)`` in [0, 1] (on the CPU) from a loaded generator.
+def check_sampling_options(n: int, seed: int, guidance_scale: float | None = None,
+                           num_inference_steps: int | None = None) -> None:
+    """The checks that need no model: ``1 ≤ n ≤`` :data:`MAX_SAMPLES`, ``0 ≤ seed ≤`` :data:`MAX_SEED`, a finite
+    guidance scale, at least one step. A ``ValueError`` names the ``alphavae generate`` option at fault."""
+    if not 1 <= n <= MAX_SAMPLES:
+        raise ValueError(f"--n {n}: must be in 1..{MAX_SAMPLES}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed {seed}: must be in 0..{MAX_SEED} (2**63 - 1)")
+    if guidance_scale is not None and not math.isfinite(guidance_scale):
+        raise ValueError(f"--guidance {guidance_scale}: must be a finite number")
+    if num_inference_steps is not None and num_inference_steps < 1:
+        raise ValueError(f"--steps {num_inference_steps}: must be at least 1")
 
-    ``size`` is the pixel side (default: the training size); it must be a multiple of the VAE factor times
-    the UNet's downsampling. Same seed, same model, same device → the same images.
+
+def iter_samples(generator: LatentGenerator, n: int, seed: int = 0, size: int | None = None,
+                 classes: list[str] | str | None = None, guidance_scale: float | None = None,
+                 num_inference_steps: int | None = None, batch_size: int = 16) -> Iterator[torch.Tensor]:
+    """Sample ``n`` RGBA images, yielding each ``(4, H, W)`` in [0, 1] (on the CPU) as soon as its batch is decoded.
+
+    Memory stays at one batch whatever ``n`` is (the noise is drawn batch by batch from one seeded stream), so a
+    caller that writes each image as it comes loses nothing already made when killed. The options are checked
+    before this returns (not at the first ``next``): :func:`check_sampling_options`, then ``size`` (the pixel
+    side, default the training size) must be a multiple of the VAE factor times the UNet's downsampling, and
+    the steps at most the training schedule's. Same seed, same model, same device → the same images.
     """
     info = generator.info
+    check_sampling_options(n, seed, guidance_scale, num_inference_steps)
     vae_factor = 2 ** (len(generator.vae.config.block_out_channels) - 1)
     unet_factor = 2 ** (len(generator.unet.config.block_out_channels) - 1)
-    size = int(size or info["image_size"])
+    size = int(info["image_size"] if size is None else size)
     if size <= 0 or size % (vae_factor * unet_factor):
         raise ValueError(f"--size {size}: must be a positive multiple of {vae_factor * unet_factor}")
-    if n < 1:
-        raise ValueError(f"--n {n}: must be at least 1")
+    steps = int(info.get("num_inference_steps", 25) if num_inference_steps is None else num_inference_steps)
+    max_steps = generator.scheduler.config.num_train_timesteps
+    if not 1 <= steps <= max_steps:
+        raise ValueError(f"--steps {steps}: must be in 1..{max_steps} (the training schedule's length)")
     labels = class_labels(generator, n, classes, seed)
     null_class = len(generator.class_names) if generator.class_names else None
     w = float(info.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale)
-    steps = int(num_inference_steps or info.get("num_inference_steps", 25))
-    shape = (n, generator.unet.config.in_channels, size // vae_factor, size // vae_factor)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    device = generator.device
-    images = []
+    latent_shape = (generator.unet.config.in_channels, size // vae_factor, size // vae_factor)
+    return _sample_batches(generator, n, torch.Generator().manual_seed(seed), latent_shape, labels, null_class, w, steps, batch_size)
+
+
+@torch.no_grad()
+def _sample_batches(generator: LatentGenerator, n: int, noise_rng: torch.Generator, latent_shape: tuple[int, int, int],
+                    labels: torch.Tensor | None, null_class: int | None, guidance_scale: float, steps: int,
+                    batch_size: int) -> Iterator[torch.Tensor]:
+    """The generator behind :func:`iter_samples`, apart so that its checks run when it is called, not at ``next``."""
+    device, info = generator.device, generator.info
     for start in range(0, n, batch_size):
-        chunk = slice(start, start + batch_size)
-        lab = None if labels is None else labels[chunk].to(device)
-        z = sample_latents(generator.unet, generator.scheduler, noise[chunk].to(device), lab, null_class, w, steps)
-        images.append(decode_latents(generator.vae, z, info["shift_factor"], info["scaling_factor"]).cpu())
-    return torch.cat(images)
+        count = min(batch_size, n - start)
+        noise = torch.randn((count, *latent_shape), generator=noise_rng)
+        lab = None if labels is None else labels[start:start + count].to(device)
+        z = sample_latents(generator.unet, generator.scheduler, noise.to(device), lab, null_class, guidance_scale, steps)
+        yield from decode_latents(generator.vae, z, info["shift_factor"], info["scaling_factor"]).cpu()
+
+
+def generate_with(generator: LatentGenerator, n: int, seed: int = 0, size: int | None = None,
+                  classes: list[str] | str | None = None, guidance_scale: float | None = None,
+                  num_inference_steps: int | None = None, batch_size: int = 16) -> torch.Tensor:
+    """Sample ``n`` RGBA images ``(n, 4, H, W)`` in [0, 1] (on the CPU) from a loaded generator, all at once;
+    see :func:`iter_samples` (which streams them) for the options and their checks."""
+    return torch.stack(list(iter_samples(generator, n, seed, size, classes, guidance_scale, num_inference_steps, batch_size)))
 
 
 def generate(model_spec: str = "embedded-generator", n: int = 4, seed: int = 0, size: int | None = None,

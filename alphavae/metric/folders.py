@@ -3,8 +3,9 @@
 Files pair by their path relative to the folder without the suffix (``cats/a.png`` ↔ ``cats/a.webp``).
 Images stream through in batches of one size (pairs of different sizes are scored in separate batches and
 the per-image values merged), so a large folder never sits in memory at once. Pairs are compared at their own
-size, or with the long side resized to ``size`` in premultiplied space. A corrupt image is reported by name
-and its pair skipped; missing partners or a size mismatch inside a pair are errors naming the files.
+size, or with the long side resized to ``size`` in premultiplied space. A corrupt image, or a pair too small
+for SSIM's window, is reported by name and skipped; missing partners or a size mismatch inside a pair are
+errors naming the files.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from alphavae.imageio import ImageReadError, list_images, load_rgba, resize_long_side
-from alphavae.metric.alpha import AlphaReport, alpha_metric, merge_reports
+from alphavae.metric.alpha import METRICS, SSIM_WINDOW, AlphaReport, alpha_metric, merge_reports
 
 
 @dataclass
@@ -54,7 +55,11 @@ def pair_folders(pred_dir: str | os.PathLike, target_dir: str | os.PathLike) -> 
     return [(k, preds[k], targets[k]) for k in sorted(targets)]
 
 
-def _load_pair(pred_file: Path, target_file: Path, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+class PairSkipped(Exception):
+    """A readable pair that cannot be scored (too small for SSIM); the message names the file."""
+
+
+def _load_pair(pred_file: Path, target_file: Path, size: int | None, with_ssim: bool) -> tuple[torch.Tensor, torch.Tensor]:
     pred, target = load_rgba(pred_file), load_rgba(target_file)
     if size is not None:
         pred, target = resize_long_side(pred, size), resize_long_side(target, size)
@@ -62,6 +67,9 @@ def _load_pair(pred_file: Path, target_file: Path, size: int | None) -> tuple[to
         hint = "" if size is not None else " (use --size to compare at one long side)"
         raise ValueError(f"size mismatch: {pred_file} is {pred.shape[-1]}x{pred.shape[-2]}, "
                          f"{target_file} is {target.shape[-1]}x{target.shape[-2]}{hint}")
+    if with_ssim and min(target.shape[-2:]) < SSIM_WINDOW:
+        raise PairSkipped(f"{target_file}: {target.shape[-1]}x{target.shape[-2]} is smaller than SSIM's "
+                          f"{SSIM_WINDOW}x{SSIM_WINDOW} window" + (" at this --size" if size is not None else ""))
     return pred, target
 
 
@@ -71,7 +79,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, target_dir: str | os.PathLike,
 
     ``metric_kwargs`` go to :func:`alphavae.metric.alpha.alpha_metric` (backgrounds, metrics, ssim_mode, masked,
     jpeg_quality, lpips_model). Raises ``ValueError`` naming the files for missing partners, a size mismatch,
-    or when no pair is readable.
+    or when no pair can be scored; unreadable files and pairs too small for SSIM are in ``bad_files``.
     """
     if size is not None and size < 1:
         raise ValueError(f"--size must be a positive number of pixels, got {size}")
@@ -79,6 +87,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, target_dir: str | os.PathLike,
     reports: list[AlphaReport] = []
     names: list[str] = []
     bad: dict[str, str] = {}
+    with_ssim = "ssim" in metric_kwargs.get("metrics", METRICS)
 
     def flush(shape: tuple[int, ...]) -> None:
         items = buckets.pop(shape)
@@ -89,8 +98,8 @@ def evaluate_folders(pred_dir: str | os.PathLike, target_dir: str | os.PathLike,
 
     for name, pred_file, target_file in pair_folders(pred_dir, target_dir):
         try:
-            pred, target = _load_pair(pred_file, target_file, size)
-        except ImageReadError as exc:
+            pred, target = _load_pair(pred_file, target_file, size, with_ssim)
+        except (ImageReadError, PairSkipped) as exc:
             bad[name] = str(exc)
             continue
         buckets[tuple(pred.shape)].append((name, pred, target))
@@ -99,5 +108,6 @@ def evaluate_folders(pred_dir: str | os.PathLike, target_dir: str | os.PathLike,
     for shape in list(buckets):
         flush(shape)
     if not reports:
-        raise ValueError(f"no readable image pair in {pred_dir} and {target_dir}")
+        first = f" (first: {next(iter(bad.values()))})" if bad else ""
+        raise ValueError(f"no pair of images in {pred_dir} and {target_dir} could be scored{first}")
     return FolderEvaluation(merge_reports(reports), names, bad)

@@ -4,13 +4,16 @@
 A SPEC is resolved to ``(where, subfolder)`` by :func:`resolve_spec` and loaded with diffusers'
 ``AutoencoderKL.from_pretrained(..., use_safetensors=True)``: the embedded models and hub ids take the same
 code path, so the notebooks scale from the small embedded VAE to Stable Diffusion's or FLUX's with one switch.
-Offline (``HF_HUB_OFFLINE=1``) and not cached → :class:`VAELoadError`, one line saying what to do.
+Offline (``HF_HUB_OFFLINE=1``, or the hub not answering within :data:`HUB_PROBE_TIMEOUT_S`) and not cached →
+:class:`VAELoadError`, one line saying what to do, at once rather than after huggingface_hub's ~30 s of retries.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import urllib.error
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -25,6 +28,10 @@ EMBEDDED: dict[str, tuple[str, str]] = {
     "embedded-rgba": ("embedded-rgba", "the trainer, `alphavae train --config configs/main.json` (data/models/embedded-rgba/MODEL_CARD.md)"),
     "embedded-generator": ("embedded-generator", "the generation recipe (notebook 05, alphavae.generation.sampler)"),
 }
+
+
+#: Seconds the hub gets to answer one request before it is called unreachable and only the local cache is used.
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 class VAELoadError(ValueError):
@@ -73,6 +80,23 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be used now (``HF_HUB_OFFLINE=1``, or no answer from its endpoint within
+    :data:`HUB_PROBE_TIMEOUT_S`), or ``None`` if it answers. One quick request: huggingface_hub itself would retry
+    an unreachable hub for about 30 s and then report a misleading "no file named config.json"."""
+    if _offline():
+        return "HF_HUB_OFFLINE=1"
+    from huggingface_hub import constants
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:  # an answer, even an error status, means the hub is reachable
+        return None
+    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a malformed HF_ENDPOINT
+        return f"no answer from {constants.ENDPOINT} within {HUB_PROBE_TIMEOUT_S:g} s: {getattr(exc, 'reason', exc)}"
+    return None
+
+
 def load_vae(spec: str, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> AutoencoderKL:
     """Load an ``AutoencoderKL`` (eval mode) from a SPEC; see :func:`resolve_spec`. Weights via safetensors only.
 
@@ -80,16 +104,18 @@ def load_vae(spec: str, device: str | torch.device | None = None, dtype: torch.d
     """
     where, subfolder = resolve_spec(spec)
     is_local = Path(where).is_dir()
+    unreachable = None if is_local else hub_unreachable()
     try:
         with warnings.catch_warnings():  # huggingface_hub's deprecation noise about an argument diffusers passes
             warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-            vae = AutoencoderKL.from_pretrained(where, subfolder=subfolder, torch_dtype=dtype, use_safetensors=True)
+            vae = AutoencoderKL.from_pretrained(where, subfolder=subfolder, torch_dtype=dtype, use_safetensors=True,
+                                                local_files_only=unreachable is not None)
     except Exception as exc:  # diffusers/huggingface_hub raise OSError, EnvironmentError, HF*Error, ValueError...
         if is_local:
             raise VAELoadError(f"{spec}: not a loadable AutoencoderKL folder ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
-        if _offline():
+        if unreachable is not None:
             raise VAELoadError(
-                f"{spec}: is not in the local Hugging Face cache and the hub is unreachable (HF_HUB_OFFLINE=1): "
+                f"{spec}: is not in the local Hugging Face cache and the hub is unreachable ({unreachable}): "
                 "download it on a machine with a network or pass a local save_pretrained folder"
             ) from exc
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__

@@ -85,17 +85,38 @@ class FolderResult:
     bad_files: dict[Path, str] = field(default_factory=dict)
 
 
+def _output_paths(files: list[Path], input_dir: Path, output_dir: Path) -> dict[Path, Path]:
+    """Input → where its reconstruction goes; two inputs meeting at one output (``a.png`` and ``a.webp``), or an
+    output landing on an input, is a ``ValueError`` naming both, raised before anything is written."""
+    inputs = {path.resolve(): path for path in files}
+    seen: dict[Path, Path] = {}
+    targets: dict[Path, Path] = {}
+    for path in files:
+        target = output_dir / path.relative_to(input_dir).with_suffix(".png")
+        key = target.resolve()
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {path} would both be written to {target}; keep one image per name")
+        if key in inputs:
+            raise ValueError(f"the reconstruction of {path} would overwrite the input {inputs[key]}")
+        seen[key] = path
+        targets[path] = target
+    return targets
+
+
 def reconstruct_folder(vae: AutoencoderKL, input_dir: str | Path, output_dir: str | Path, size: int | None = None,
                        batch_size: int = 8, background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> FolderResult:
     """Reconstruct every image under ``input_dir`` into ``output_dir`` (same relative path and stem, ``.png``).
 
-    Images of the same size are batched together; an unreadable image is recorded by name and skipped; each
-    output is written atomically. RGBA out for a 4-channel VAE, RGB for a 3-channel one.
+    Images of the same size are batched together; an unreadable image, or one whose reconstruction is not
+    finite (NaN or inf from the VAE), is recorded by name and skipped; each output is written atomically.
+    RGBA out for a 4-channel VAE, RGB for a 3-channel one. Inputs that would share an output name are refused
+    up front (``ValueError``).
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     files = list_images(input_dir)
     if not files:
         raise FileNotFoundError(f"{input_dir}: no image files found")
+    targets = _output_paths(files, input_dir, output_dir)
     in_channels = vae.config.in_channels
     result = FolderResult()
     pending: dict[tuple[int, int], list[tuple[Path, torch.Tensor]]] = {}  # unpadded (H, W) → images
@@ -104,8 +125,10 @@ def reconstruct_folder(vae: AutoencoderKL, input_dir: str | Path, output_dir: st
         items = pending.pop(key)
         outputs = reconstruct(vae, torch.stack([x for _, x in items]))[..., : key[0], : key[1]]
         for (path, _), y in zip(items, outputs):
-            target = output_dir / path.relative_to(input_dir).with_suffix(".png")
-            result.written.append(save_png(y, target))
+            if torch.isfinite(y).all():
+                result.written.append(save_png(y, targets[path]))
+            else:
+                result.bad_files[path] = f"{path}: the VAE's reconstruction has NaN or infinite values; not written"
         progress.update(len(items))
 
     with tqdm(total=len(files), desc="reconstruct", unit="img") as progress:
