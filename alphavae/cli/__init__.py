@@ -14,7 +14,7 @@ import sys
 from alphavae.training.loop import RunLocked
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("eval", "reconstruct", "convert", "train", "generate", "pretrain", "generator", "weights")
+COMMANDS = ("eval", "reconstruct", "convert", "train", "generate", "pretrain", "generator", "weights", "data")
 
 
 class CLIError(Exception):
