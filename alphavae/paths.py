@@ -6,7 +6,8 @@ at its root. Everything else asks these functions, so notebooks and the CLI work
 (Colab's is ``/content``) and from a plain ``pip install``.
 
 The larger image sets (``rgba-train``, ``rgb-photos``) are not shipped: :func:`shared_data_dir` finds them in
-``$ALPHAVAE_SHARED_DATA``, or in ``../shared/data`` beside a checkout; ``alphavae data fetch`` rebuilds them.
+``$ALPHAVAE_SHARED_DATA``, or in ``../shared/data`` beside a checkout; ``alphavae data fetch --dir DIR`` rebuilds
+``rgba-train`` there (``scripts/rebuild_rgb_photos.py`` the photos).
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
-"""The shipped RGBA sample, the openclipart rebuild script (on a small fake package), and the folder dataset."""
+"""The shipped RGBA sample, the script that chooses it from a built set, and the folder dataset.
+
+(``alphavae data fetch``, which builds the set, is tested in ``test_data_fetch.py``.)"""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
 import random
-import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from alphavae.training.data import RGBAFolder
+from alphavae.training.openclipart import LICENSE, Entry, write_manifest
 from alphavae.paths import sample_dir
 from alphavae.imageio import ImageReadError, load_rgba
 
@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def _load_script():
     spec = importlib.util.spec_from_file_location("rebuild_openclipart", ROOT / "scripts" / "rebuild_openclipart.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
 
@@ -71,10 +70,10 @@ def test_sample_is_small_and_varied():
 
 def test_sample_rule_is_deterministic_and_covers_categories():
     entries = [
-        rebuild.Entry(f"cat{i % 5}/img{i}.webp", "p", "s", "l", 256, 100 + i, (0.005, 0.01, 0.3, 0.35, 0.6, 0.7)[i % 6])
+        Entry(f"cat{i % 5}/img{i}.webp", "p", "s", "l", 256, 100 + i, (0.005, 0.01, 0.3, 0.35, 0.6, 0.7)[i % 6])
         for i in range(60)
     ]
-    entries.append(rebuild.Entry("cat9/small.webp", "p", "s", "l", 100, 80, 0.1))  # long side ≠ 256: never chosen
+    entries.append(Entry("cat9/small.webp", "p", "s", "l", 100, 80, 0.1))  # long side ≠ 256: never chosen
     chosen = rebuild.choose_sample(entries)
     shuffled = entries[:]
     random.Random(0).shuffle(shuffled)
@@ -86,7 +85,7 @@ def test_sample_rule_is_deterministic_and_covers_categories():
         assert sum(low <= e.soft_alpha < high for e in chosen) >= n
 
 
-# --- the rebuild script on a fake openclipart-png package -------------------------------------------------
+# --- the sample script on a built set ----------------------------------------------------------------
 
 
 def _rgba_with_hidden_red(h: int, w: int) -> np.ndarray:
@@ -101,89 +100,6 @@ def _rgba_with_hidden_red(h: int, w: int) -> np.ndarray:
     return arr
 
 
-def _fake_png_tree(root: Path) -> None:
-    """Images covering every branch of the converter: kept (P + tRNS, LA, soft RGBA), dropped (opaque L,
-    duplicate, too small) and unreadable (corrupt)."""
-    (root / "animals" / "birds").mkdir(parents=True)
-    (root / "shapes").mkdir()
-    pal = Image.new("P", (64, 80))
-    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
-    pal.paste(1, (0, 0, 64, 40))
-    pal.paste(2, (10, 50, 50, 70))  # index 0 (transparent) elsewhere
-    pal.save(root / "animals" / "birds" / "palette.png", transparency=bytes([0, 255, 255]))
-    la = np.zeros((60, 90, 2), np.uint8)
-    la[..., 0] = 200
-    la[:, 30:, 1] = np.linspace(0, 255, 60, dtype=np.uint8)[:, None]
-    Image.fromarray(la, "LA").save(root / "animals" / "grey_fade.png")
-    Image.fromarray(np.full((64, 64), 90, np.uint8), "L").save(root / "shapes" / "opaque.png")
-    Image.fromarray(_rgba_with_hidden_red(300, 600), "RGBA").save(root / "shapes" / "disc.png")
-    (root / "unsorted").mkdir()
-    shutil.copy(root / "shapes" / "disc.png", root / "unsorted" / "disc_copy.png")  # later in sorted order
-    Image.fromarray(_rgba_with_hidden_red(20, 20), "RGBA").save(root / "shapes" / "tiny.png")
-    (root / "shapes" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-
-
-def _check_built_set(out: Path) -> None:
-    rows = {r["file"]: r for r in _manifest(out)}
-    assert set(rows) == {"animals/grey_fade.webp", "animals/palette.webp", "shapes/disc.webp"}
-    assert rows["animals/palette.webp"]["source"] == "animals/birds/palette.png"
-    assert (rows["shapes/disc.webp"]["width"], rows["shapes/disc.webp"]["height"]) == ("256", "128")
-    disc = np.asarray(Image.open(out / "shapes" / "disc.webp").convert("RGBA"))
-    assert disc.shape == (128, 256, 4)
-    assert (disc[disc[..., 3] == 0, :3] == 0).all()  # colour zeroed under α = 0
-    soft_edge = disc[(disc[..., 3] > 0) & (disc[..., 3] < 128)]
-    assert soft_edge.size and soft_edge[:, 0].max() <= 8  # premultiplied shrink: no red bleed into soft edges
-    pal = np.asarray(Image.open(out / "animals" / "palette.webp").convert("RGBA"))
-    assert pal.shape == (80, 64, 4)
-    assert (pal[:40, :, 3] == 255).all() and (pal[:40, :, 0] == 255).all()  # red, opaque
-    assert (pal[40:50, :, 3] == 0).all()  # palette index 0 is transparent
-    grey = np.asarray(Image.open(out / "animals" / "grey_fade.webp").convert("RGBA"))
-    assert (grey[..., 3] == la_alpha()).all()
-    expected_soft = ((la_alpha() > 0) & (la_alpha() < 255)).mean()
-    assert float(rows["animals/grey_fade.webp"]["soft_alpha"]) == pytest.approx(expected_soft, abs=1e-4)
-
-
-def la_alpha() -> np.ndarray:
-    alpha = np.zeros((60, 90), np.uint8)
-    alpha[:, 30:] = np.linspace(0, 255, 60, dtype=np.uint8)[:, None]
-    return alpha
-
-
-def test_build_from_extracted_tree(tmp_path):
-    _fake_png_tree(tmp_path / "png")
-    out = tmp_path / "out"
-    assert rebuild.main(["build", "--out", str(out), "--package-dir", str(tmp_path / "png")]) == 0
-    _check_built_set(out)
-
-
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None or shutil.which("dpkg") is None, reason="needs dpkg-deb and dpkg")
-def test_build_from_a_deb_with_cap(tmp_path):
-    pkg = tmp_path / "pkg"
-    _fake_png_tree(pkg / rebuild.PNG_ROOT)
-    (pkg / "DEBIAN").mkdir()
-    (pkg / "DEBIAN" / "control").write_text(
-        "Package: openclipart-png\nVersion: 0.1\nArchitecture: all\nMaintainer: test <t@example.org>\nDescription: fake\n"
-    )
-    deb = tmp_path / "openclipart-png_0.1_all.deb"
-    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(pkg), str(deb)], check=True, capture_output=True)
-    out = tmp_path / "out"
-    assert rebuild.main(["build", "--out", str(out), "--deb", str(deb), "--format", "png"]) == 0
-    assert {r["file"] for r in _manifest(out)} == {"animals/grey_fade.png", "animals/palette.png", "shapes/disc.png"}
-    capped = tmp_path / "capped"
-    assert rebuild.main(["build", "--out", str(capped), "--deb", str(deb), "--cap", "1"]) == 0
-    rows = _manifest(capped)
-    assert sorted(r["file"].split("/")[0] for r in rows) == ["animals", "shapes"]
-    assert {p.relative_to(capped).as_posix() for p in capped.rglob("*.webp")} == {r["file"] for r in rows}
-
-
-def test_build_refuses_a_non_empty_output(tmp_path, capsys):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("x")
-    with pytest.raises(SystemExit):
-        rebuild.main(["build", "--out", str(tmp_path / "out"), "--package-dir", str(tmp_path)])
-    assert "not empty" in capsys.readouterr().err
-
-
 def test_sample_from_built_set(tmp_path):
     src = tmp_path / "set"
     src.mkdir()
@@ -192,8 +108,8 @@ def test_sample_from_built_set(tmp_path):
         arr = _rgba_with_hidden_red(256, 200 + i)
         arr[arr[..., 3] == 0, :3] = 0
         Image.fromarray(arr, "RGBA").save(src / f"img{i}.webp", lossless=True, exact=True)
-        entries.append(rebuild.Entry(f"img{i}.webp", "openclipart-png", f"x/img{i}.png", rebuild.LICENSE, 200 + i, 256, 0.1))
-    rebuild.write_manifest(entries, src)
+        entries.append(Entry(f"img{i}.webp", "openclipart-png", f"x/img{i}.png", LICENSE, 200 + i, 256, 0.1))
+    write_manifest(entries, src)
     out = tmp_path / "sample"
     assert rebuild.main(["sample", "--src", str(src), "--out", str(out)]) == 0
     rows = _manifest(out)

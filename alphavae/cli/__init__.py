@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 from alphavae.training.loop import RunLocked
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("eval", "reconstruct", "convert", "train", "generate", "pretrain", "generator", "weights")
+COMMANDS = ("eval", "reconstruct", "convert", "train", "generate", "pretrain", "generator", "weights", "data")
 
 #: What ``--device`` accepts, in every command that has it (cli.md); ``auto`` is CUDA when present.
 DEVICES = ("auto", "cpu", "cuda")
