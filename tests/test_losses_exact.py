@@ -323,3 +323,21 @@ def test_objective_adversarial_term_waits_for_disc_start(model, reference):
         loss4, logs4, _ = obj.generator_step(vae, x01, step=4)
     assert "loss/adversarial" not in logs4
     assert loss4.item() == pytest.approx(sum(v for k, v in logs4.items() if k.startswith("weighted/")), rel=1e-5)
+
+
+def test_objective_decodes_a_posterior_sample_when_asked(model):
+    """``sample_posterior=True`` (the training default) decodes z = μ + σ·ε with ε from the given generator."""
+    vae = convert_to_rgba(_tiny(1))
+    with torch.no_grad():
+        vae.load_state_dict(model.state_dict())
+    weights = LossWeights(perceptual=0, prior_kl=0, reference_kl=0, adversarial=0)
+    obj = AlphaVAEObjective(weights, generator=torch.Generator().manual_seed(8))
+    x01 = (_rgba(b=2, size=16, seed=31) + 1) / 2
+    with torch.no_grad():
+        _, _, recon01 = obj.generator_step(vae, x01, step=0)
+        post = vae.encode(x01 * 2 - 1).latent_dist
+        eps = torch.randn(post.mean.shape, generator=torch.Generator().manual_seed(8))
+        sampled = ((vae.decode(post.mean + post.std * eps).sample + 1) / 2).clamp(0, 1)
+        mode = ((vae.decode(post.mean).sample + 1) / 2).clamp(0, 1)
+    torch.testing.assert_close(recon01, sampled, rtol=0, atol=1e-5)
+    assert (recon01 - mode).abs().max().item() > 1e-3
