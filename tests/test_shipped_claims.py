@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from alphavae.paths import data_dir, models_dir, results_dir
+from alphavae.paths import models_dir, results_dir
 
-ROOT = data_dir().parent
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: README.md is not in the wheel
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 #: SPEC → folder in data/models/ (alphavae.vae.loading.EMBEDDED).
 SPECS = {"embedded": "embedded-vae", "embedded-rgba": "embedded-rgba", "embedded-generator": "embedded-generator"}
