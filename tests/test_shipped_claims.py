@@ -1,0 +1,279 @@
+"""Claims the repository makes about its shipped files, checked against those files.
+
+* Every model card (``data/models/*/MODEL_CARD.md``) states the sha256 of its own weights file, and every
+  sha256 a card, ``generator.json`` or a results file states is the sha256 of the weights it names.
+* The README's result tables print the values of ``results/ablation.json`` and ``results/generation.json``,
+  rounded as printed; the README's RGB-VAE table is the model card's; the cards' numbers are the results'.
+
+A number that no longer matches means a file was regenerated without the text that reports it (or the
+reverse); the failure says which file and which value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from alphavae.paths import models_dir, results_dir
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: README.md is not in the wheel
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+#: SPEC → folder in data/models/ (alphavae.vae.loading.EMBEDDED).
+SPECS = {"embedded": "embedded-vae", "embedded-rgba": "embedded-rgba", "embedded-generator": "embedded-generator"}
+#: A full sha256, or a prefix of at least 8 hex digits followed by an ellipsis (``a275bfe5…``).
+FULL_HASH = re.compile(r"(?<![0-9a-f])([0-9a-f]{64})(?![0-9a-f])")
+HASH_PREFIX = re.compile(r"(?<![0-9a-f])([0-9a-f]{8,63})(?:…|\.\.\.)")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+SHIPPED = {folder: _sha256(models_dir() / folder / WEIGHTS) for folder in SPECS.values()}
+
+
+def _stated_hashes(text: str) -> list[tuple[int, str]]:
+    """``(position, hex)`` of every full sha256 or ellipsised prefix in ``text``."""
+    found = [(m.start(1), m.group(1)) for m in FULL_HASH.finditer(text)]
+    found += [(m.start(1), m.group(1)) for m in HASH_PREFIX.finditer(text)]
+    return sorted(found)
+
+
+def _named_model(text: str, position: int) -> str | None:
+    """The folder of the model a hash belongs to, if its sentence names one as a backticked SPEC
+    (``Paired VAE weights: `embedded-rgba` with sha256 …``); ``None`` if the sentence names none."""
+    sentence = re.split(r"\.\s|\n\n", text[:position])[-1]
+    names = re.findall(r"`(embedded(?:-rgba|-generator)?)`", sentence)
+    return SPECS[names[-1]] if names else None
+
+
+def _card(folder: str) -> str:
+    return (models_dir() / folder / "MODEL_CARD.md").read_text()
+
+
+# --- sha256 ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", sorted(SPECS.values()))
+def test_model_card_states_the_sha256_of_its_own_weights(folder):
+    text, own = _card(folder), SHIPPED[folder]
+    own_stated = [h for pos, h in _stated_hashes(text) if (_named_model(text, pos) or folder) == folder]
+    assert any(own.startswith(h) for h in own_stated), (
+        f"data/models/{folder}/MODEL_CARD.md states no sha256 of its own weights file {WEIGHTS}; "
+        f"add (e.g. in its Weights paragraph): sha256 `{own}`"
+        + (f" (it states {own_stated}, which is not that file's)" if own_stated else ""))
+
+
+@pytest.mark.parametrize("folder", sorted(SPECS.values()))
+def test_every_sha256_in_a_model_card_is_the_one_of_the_weights_it_names(folder):
+    text = _card(folder)
+    for pos, stated in _stated_hashes(text):
+        named = _named_model(text, pos) or folder
+        assert SHIPPED[named].startswith(stated), (
+            f"data/models/{folder}/MODEL_CARD.md: sha256 {stated} (for {named}) is not the sha256 of "
+            f"data/models/{named}/{WEIGHTS}, which is {SHIPPED[named]}")
+
+
+def test_generator_json_names_the_sha256_of_its_shipped_vae():
+    from alphavae.vae.loading import weights_sha256
+
+    info = json.loads((models_dir() / "embedded-generator" / "generator.json").read_text())
+    assert info["vae"] in SPECS, info["vae"]
+    assert info["vae_sha256"] == SHIPPED[SPECS[info["vae"]]], (
+        f"generator.json: vae_sha256 {info['vae_sha256']} is not the sha256 of the shipped {info['vae']} "
+        f"weights ({SHIPPED[SPECS[info['vae']]]})")
+    assert weights_sha256(info["vae"]) == info["vae_sha256"]  # what load_generator compares
+
+
+def test_results_files_name_the_sha256_of_the_shipped_vae_they_used():
+    ablation = json.loads((results_dir() / "ablation.json").read_text())
+    assert ablation["vae_sha256"] == SHIPPED[SPECS[ablation["vae"]]]
+    generation = json.loads((results_dir() / "generation.json").read_text())
+    assert generation["feature_vae_sha256"] == SHIPPED[SPECS[generation["feature_vae"]]]
+
+
+# --- README tables -----------------------------------------------------------------------------------------------
+
+
+def _table(markdown: str, header_start: str) -> list[dict[str, str]]:
+    """The rows of the markdown table whose header line starts with ``header_start``, as {column: cell}."""
+    lines = markdown.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(header_start)]
+    assert len(starts) == 1, f"expected one table starting {header_start!r}, found {len(starts)}"
+    i = starts[0]
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    header = cells(lines[i])
+    rows = []
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        values = cells(line)
+        assert len(values) == len(header), line
+        rows.append(dict(zip(header, values)))
+    return rows
+
+
+def _printed(cell: str, value: float | None, scale: float = 1.0, where: str = "") -> None:
+    """``cell`` is ``value·scale`` rounded to the decimals it shows; ``unavailable`` / ``—`` stand for None."""
+    cell = cell.replace("−", "-").rstrip("%").strip()
+    if cell in ("unavailable", "—", "-"):
+        assert value is None, f"{where}: prints {cell!r} but the results file has {value}"
+        return
+    assert value is not None, f"{where}: prints {cell} but the results file has no value"
+    decimals = len(cell.split(".")[1]) if "." in cell else 0
+    assert f"{value * scale:.{decimals}f}" == cell, (
+        f"{where}: prints {cell}, the results file has {value * scale} (→ {value * scale:.{decimals}f})")
+
+
+README = (ROOT / "README.md").read_text()
+
+#: README row label → ``results/ablation.json`` row name.
+ABLATION_ROWS = {
+    "converted, untouched": "converted, untouched",
+    "main (= `embedded-rgba`)": "main",
+    "without GAN": "no_gan",
+    "without prior KL": "no_prior_kl",
+    "without reference KL": "no_reference_kl",
+    "naive 4-channel MSE": "naive_mse",
+    "RGB VAE on composites": "RGB VAE on composites (ceiling)",
+}
+ABLATION_COLUMNS = {"PSNR": ("mean", "psnr"), "SSIM": ("mean", "ssim"), "LPIPS": ("mean", "lpips"),
+                    "α PSNR": ("alpha", "psnr"), "α SAD": ("alpha", "sad")}
+
+#: README row label → ``results/generation.json`` model key.
+GENERATION_ROWS = {
+    "`embedded-rgba` (main objective)": "main",
+    "the naive-MSE RGBA VAE": "naive_mse",
+    "the RGBA VAE without reference KL": "no_reference_kl",
+    "(real training images)": "train split (reference)",
+}
+
+
+def test_readme_ablation_table_prints_results_ablation_json():
+    results = {row["name"]: row for row in json.loads((results_dir() / "ablation.json").read_text())["rows"]}
+    rows = _table(README, "| model | PSNR | SSIM | LPIPS |")
+    labels = [row["model"] for row in rows]
+    assert sorted(labels) == sorted(ABLATION_ROWS), f"README ablation rows {labels}: update ABLATION_ROWS"
+    for row in rows:
+        result = results[ABLATION_ROWS[row["model"]]]
+        for column, (section, key) in ABLATION_COLUMNS.items():
+            _printed(row[column], result.get(section, {}).get(key), where=f"README ablation {row['model']!r} {column}")
+
+
+def test_readme_generation_table_prints_results_generation_json():
+    models = json.loads((results_dir() / "generation.json").read_text())["models"]
+    rows = _table(README, "| generator on the latents of |")
+    labels = [row["generator on the latents of"] for row in rows]
+    assert sorted(labels) == sorted(GENERATION_ROWS), f"README generation rows {labels}: update GENERATION_ROWS"
+    for row in rows:
+        label = row["generator on the latents of"]
+        model = models[GENERATION_ROWS[label]]
+        where = f"README generation {label!r}"
+        kid_column = next(c for c in row if c.startswith("KID"))
+        assert "10³" in kid_column, kid_column
+        kid, kid_std = row[kid_column].split("±")
+        _printed(kid, model["vae_features"]["mean"]["kid"], 1e3, where + " KID")
+        _printed(kid_std, model["vae_features"]["mean"]["kid_std"], 1e3, where + " KID std")
+        _printed(row["FID"], model["inception"], where=where + " FID")
+        shares = row["transparent / soft / opaque pixels"].rstrip("%").split("/")
+        for cell, key in zip(shares, ("transparent", "soft", "opaque"), strict=True):
+            _printed(cell, model["alpha"]["generated"][key], 100, f"{where} {key} %")
+    assert models["main"]["vae"] == "embedded-rgba"
+
+
+def test_readme_prose_around_the_tables_matches_the_results():
+    ablation = json.loads((results_dir() / "ablation.json").read_text())
+    generation = json.loads((results_dir() / "generation.json").read_text())
+    claims = {
+        rf"{ablation['n_images']} held-out clip-art images": "ablation n_images",
+        rf"{ablation['steps']:,} steps at {ablation['image_size']} px, batch {ablation['batch_size']}": "ablation schedule",
+        rf"{generation['n_generated']} samples each": "generation n_generated",
+    }
+    for pattern, what in claims.items():
+        assert re.search(re.escape(pattern), README), f"README does not say {pattern!r} ({what} in results/)"
+
+
+def test_readme_rgb_vae_table_is_the_model_cards():
+    card_rows = _table(_card("embedded-vae"), "| test set | VAE PSNR |")
+    readme_rows = _table(README, "| test set | VAE PSNR / SSIM |")
+    assert readme_rows
+    for row in readme_rows:
+        prefix = row["test set"].split(" px")[0]  # "held-out photos, 128"
+        matches = [c for c in card_rows if c["test set"].startswith(prefix)]
+        assert len(matches) == 1, (row["test set"], [c["test set"] for c in card_rows])
+        card = {k: v.replace("*", "") for k, v in matches[0].items()}
+        assert row["VAE PSNR / SSIM"] == f"{card['VAE PSNR']} / {card['VAE SSIM']}", row
+        assert row["bicubic PSNR / SSIM"] == f"{card['bicubic PSNR']} / {card['bicubic SSIM']}", row
+
+
+# --- model cards' numbers ------------------------------------------------------------------------------------------
+
+
+NUMBER = r"(\d+(?:\.\d+)?)"
+
+
+def _find(text: str, pattern: str, where: str) -> re.Match:
+    """The claim ``pattern`` in ``text``; ``{N}`` in it stands for a captured decimal number."""
+    m = re.search(pattern.replace("{N}", NUMBER), text, flags=re.S)
+    assert m, f"{where}: the claim {pattern!r} was not found (reworded? update this test with the new wording)"
+    return m
+
+
+def test_rgba_model_card_numbers_are_the_ablation_results():
+    text = " ".join(_card("embedded-rgba").split())
+    rows = {row["name"]: row for row in json.loads((results_dir() / "ablation.json").read_text())["rows"]}
+    main, where = rows["main"], "embedded-rgba/MODEL_CARD.md"
+    m = _find(text, r"composite PSNR {N} dB, SSIM {N}; PSNR over α > 0 pixels {N} dB; "
+                    r"alpha PSNR {N} dB, SAD {N}", where)
+    for cell, value in zip(m.groups(), (main["mean"]["psnr"], main["mean"]["ssim"], main["masked_mean"]["psnr"],
+                                        main["alpha"]["psnr"], main["alpha"]["sad"])):
+        _printed(cell, value, where=where)
+    start = _find(text, "Per background PSNR:", where).end()
+    per_background = text[start:text.index(". ", start)]  # "gray 24.4, black 26.4, …, magenta 21.6"
+    for name, bg in main["backgrounds"].items():
+        _printed(_find(per_background, rf"\b{name} " + "{N}", where).group(1), bg["psnr"],
+                 where=f"{where} {name} PSNR")
+    m = _find(text, r"converted model scores {N} dB / {N}", where)
+    _printed(m.group(1), rows["converted, untouched"]["mean"]["psnr"], where=where)
+    _printed(m.group(2), rows["converted, untouched"]["mean"]["ssim"], where=where)
+    m = _find(text, r"RGB VAE on the composites themselves {N} dB / {N}", where)
+    _printed(m.group(1), rows["RGB VAE on composites (ceiling)"]["mean"]["psnr"], where=where)
+    _printed(m.group(2), rows["RGB VAE on composites (ceiling)"]["mean"]["ssim"], where=where)
+    _printed(_find(text, r"without the GAN scores higher on pixel metrics \({N} dB\)", where).group(1),
+             rows["no_gan"]["mean"]["psnr"], where=where)
+    _printed(_find(text, r"learns alpha faster \(alpha PSNR {N} dB\)", where).group(1),
+             rows["naive_mse"]["alpha"]["psnr"], where=where)
+
+
+def test_generator_card_and_json_agree_with_the_shipped_unet():
+    from diffusers import UNet2DModel
+
+    info = json.loads((models_dir() / "embedded-generator" / "generator.json").read_text())
+    text = " ".join(_card("embedded-generator").split())
+    unet = UNet2DModel.from_pretrained(models_dir() / "embedded-generator", use_safetensors=True)
+    n = sum(p.numel() for p in unet.parameters())
+    assert n == info["n_parameters"]
+    _printed(_find(text, r"\({N} M parameters", "generator card").group(1), n / 1e6, where="generator card")
+    assert f"the {len(info['class_names'])} clip-art categories" in text
+    assert unet.config.num_class_embeds == len(info["class_names"]) + 1  # + the "unconditional" class
+    assert f"scale {info['guidance_scale']}" in text and f"({info['num_inference_steps']} steps)" in text
+    assert f"({info['n_train_images']} images" in text and f"{info['steps_done']} steps of batch {info['config']['batch_size']}" in text
+
+
+def test_rgb_vae_card_parameter_count_and_scaling_factor():
+    from alphavae.vae.loading import load_vae
+
+    vae = load_vae("embedded")
+    text = _card("embedded-vae")
+    assert f"{sum(p.numel() for p in vae.parameters()):,} parameters" in text
+    summary = json.loads((models_dir() / "embedded-vae" / "pretrain_summary.json").read_text())
+    assert vae.config.scaling_factor == pytest.approx(summary["scaling_factor"])
+    assert f"**{vae.config.scaling_factor:.4f}**" in text
+    assert f"**{summary['steps_done']:,} steps**" in text
