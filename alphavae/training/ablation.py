@@ -186,7 +186,7 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def _share(value: float | None) -> str:
     """A gradient share as a percentage, with enough digits to show a share of 10⁻⁵."""
-    return "off" if value is None else f"{100 * value:.2g} %"
+    return "off" if value is None else f"{100 * value:.3g} %"
 
 
 def markdown_table(result: dict[str, Any]) -> str:
@@ -285,5 +285,5 @@ def run_ablation(path: str | os.PathLike, output: str | os.PathLike, results: st
     output, results = Path(output), Path(results)
     train_variants(configs, ablation, output, jobs, overrides)
     command = "alphavae train --ablation " + " ".join([str(path), "--output", str(output), "--results", str(results),
-                                                       "--jobs", str(jobs)] + [f"--{k} {v}" for k, v in overrides.items()])
+                                                       "--jobs", str(jobs)] + [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()])
     return markdown_table(evaluate_ablation(configs, output, results, ablation.n_pictures, command))
