@@ -10,7 +10,9 @@ same global batches.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alphavae.imageio import ImageReadError, list_images, load_rgba, resize_long_side
 from alphavae.paths import FETCH_DATA_COMMAND, sample_dir, shared_data_dir
+from alphavae.training.config import TrainConfig
 from alphavae.training.splits import read_split, split_files
 
 
@@ -139,3 +142,19 @@ def make_loader(files: list[Path], size: int, sampler: StepBatchSampler, num_wor
     dataset = RGBAFolder(files[0].parent, size=size, files=files)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                       generator=torch.Generator().manual_seed(sampler.seed))
+
+
+def with_reachable_data(config: TrainConfig) -> TrainConfig:
+    """``config`` if its ``data`` folder can be found, else a copy on the shipped sample (``data: "sample"``,
+    no held-out split), with a printed warning that names the command which fetches the real training images.
+
+    For notebooks: a user without the training set (a fresh Colab runtime, a laptop) still gets a run, and is
+    told loudly that it is not the real one. Scripts and the CLI keep the error (:func:`resolve_data_dir`).
+    """
+    try:
+        resolve_data_dir(config.data)
+        return config
+    except ValueError as exc:
+        print(f"WARNING: {exc}.\nWARNING: training on the shipped 30-image sample instead (data: sample, no held-out "
+              f"split); for the real run: {FETCH_DATA_COMMAND}", file=sys.stderr)
+        return dataclasses.replace(config, data="sample", split=None)
