@@ -243,7 +243,7 @@ def test_objective_logs_each_term_and_skips_missing_networks():
     disc = PatchDiscriminator(base_channels=8)
     weights = LossWeights(disc_start=2, prior_kl=1e-3, reference_kl=1e-2)
     obj = AlphaVAEObjective(weights, reference_vae=rgb, discriminator=disc, generator=torch.Generator().manual_seed(0))
-    assert obj.notes == ["perceptual skipped: no LPIPS model (alphavae.metric.lpips_model.load_lpips needs real AlexNet weights)"]
+    assert obj.notes == ["perceptual skipped: no LPIPS model (run `alphavae weights fetch` for the ImageNet backbones)"]
     x01 = (_pair(size=32)[1] + 1) / 2
 
     loss, logs, recon01 = obj.generator_step(vae, x01, step=0)
