@@ -93,7 +93,10 @@ def test_results_files_name_the_sha256_of_the_shipped_vae_they_used():
     ablation = json.loads((results_dir() / "ablation.json").read_text())
     assert ablation["vae_sha256"] == SHIPPED[SPECS[ablation["vae"]]]
     generation = json.loads((results_dir() / "generation.json").read_text())
-    assert generation["feature_vae_sha256"] == SHIPPED[SPECS[generation["feature_vae"]]]
+    assert generation["features"] == "FD-VGG16 (not FID: no Inception weights)"
+    info = json.loads((models_dir() / "embedded-generator" / "generator.json").read_text())
+    assert generation["models"]["main"]["vae"] == info["vae"] == "embedded-rgba"
+    assert info["vae_sha256"] == SHIPPED["embedded-rgba"]  # the shipped generator is the table's main row
 
 
 # --- README tables -----------------------------------------------------------------------------------------------
@@ -142,6 +145,8 @@ ABLATION_ROWS = {
     "without prior KL": "no_prior_kl",
     "without reference KL": "no_reference_kl",
     "naive 4-channel MSE": "naive_mse",
+    "without LPIPS": "no_lpips",
+    "LPIPS per pixel (taming's share)": "lpips_per_pixel",
     "RGB VAE on composites": "RGB VAE on composites (ceiling)",
 }
 ABLATION_COLUMNS = {"PSNR": ("mean", "psnr"), "SSIM": ("mean", "ssim"), "LPIPS": ("mean", "lpips"),
@@ -179,8 +184,9 @@ def test_readme_generation_table_prints_results_generation_json():
         kid_column = next(c for c in row if c.startswith("KID"))
         assert "10³" in kid_column, kid_column
         kid, kid_std = row[kid_column].split("±")
-        _printed(kid, model["vae_features"]["mean"]["kid"], 1e3, where + " KID")
-        _printed(kid_std, model["vae_features"]["mean"]["kid_std"], 1e3, where + " KID std")
+        _printed(kid, model["vgg16"]["mean"]["kid"], 1e3, where + " KID")
+        _printed(kid_std, model["vgg16"]["mean"]["kid_std"], 1e3, where + " KID std")
+        _printed(row["FD-VGG16"], model["vgg16"]["mean"]["fd"], where=where + " FD")
         _printed(row["FID"], model["inception"], where=where + " FID")
         shares = row["transparent / soft / opaque pixels"].rstrip("%").split("/")
         for cell, key in zip(shares, ("transparent", "soft", "opaque"), strict=True):
@@ -230,10 +236,10 @@ def test_rgba_model_card_numbers_are_the_ablation_results():
     text = " ".join(_card("embedded-rgba").split())
     rows = {row["name"]: row for row in json.loads((results_dir() / "ablation.json").read_text())["rows"]}
     main, where = rows["main"], "embedded-rgba/MODEL_CARD.md"
-    m = _find(text, r"composite PSNR {N} dB, SSIM {N}; PSNR over α > 0 pixels {N} dB; "
+    m = _find(text, r"composite PSNR {N} dB, SSIM {N}, LPIPS-Alex {N}; PSNR over α > 0 pixels {N} dB; "
                     r"alpha PSNR {N} dB, SAD {N}", where)
-    for cell, value in zip(m.groups(), (main["mean"]["psnr"], main["mean"]["ssim"], main["masked_mean"]["psnr"],
-                                        main["alpha"]["psnr"], main["alpha"]["sad"])):
+    for cell, value in zip(m.groups(), (main["mean"]["psnr"], main["mean"]["ssim"], main["mean"]["lpips"],
+                                        main["masked_mean"]["psnr"], main["alpha"]["psnr"], main["alpha"]["sad"])):
         _printed(cell, value, where=where)
     start = _find(text, "Per background PSNR:", where).end()
     per_background = text[start:text.index(". ", start)]  # "gray 24.4, black 26.4, …, magenta 21.6"
