@@ -28,7 +28,7 @@ from alphavae.paths import sample_dir, shared_data_dir
 from alphavae.training.data import square_pad
 from alphavae.imageio import center_crop, list_images, load_rgba, resize_long_side
 from alphavae.metric.alpha import psnr, ssim
-from alphavae.metric.lpips_model import lpips_unavailable_reason
+from alphavae.metric.backbones import lpips_or_reason
 from alphavae.vae.pretrain import load_photo, split_photos
 from alphavae.vae.reconstruct import bicubic_baseline, latent_matched_factor, reconstruct
 from alphavae.vae.loading import load_vae
@@ -69,7 +69,7 @@ def evaluate(vae_spec: str, photos: Path, rgba: Path) -> dict:
     vae = load_vae(vae_spec)
     factor = latent_matched_factor(vae)
     result = {"vae": vae_spec, "bicubic_factor": factor, "photos": {}, "rgba_sample": {},
-              "lpips": lpips_unavailable_reason() or "available (not computed by this script)"}
+              "lpips": lpips_or_reason("alex")[1] or "available (not computed by this script)"}
     for size in (128, 256):
         crops = photo_crops(photos, size)
         result["photos"][f"{size}px ({len(crops)} crops)"] = score(vae, crops, factor)

@@ -33,7 +33,7 @@ from alphavae.training.data import RGBAFolder
 from alphavae.paths import shared_data_dir
 from alphavae.imageio import list_images
 from alphavae.metric.alpha import LUMA_BT601, alpha_metric
-from alphavae.metric.lpips_model import LPIPSUnavailable, load_lpips
+from alphavae.metric.backbones import lpips_or_reason
 
 
 def load_images(folder: Path, n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -122,10 +122,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--lpips-weights", type=Path, help="real torchvision AlexNet weights (else searched as usual)")
-    parser.add_argument("--time-lpips-with-random-backbone", action="store_true",
-                        help="when no real weights exist, include the COST of LPIPS using a random AlexNet; "
-                             "only the time is reported, never an LPIPS value")
+    parser.add_argument("--lpips-weights", type=Path, help="folder of the converted backbones (default: the cache)")
     parser.add_argument("--skip-published", action="store_true", help="time only ours")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
@@ -134,16 +131,8 @@ def main() -> None:
     folder = args.images or shared_data_dir() / "rgba-train"
     target = load_images(folder, args.n, args.size)
     pred = degrade(target, noise=0.02)
-    lpips_note = "real AlexNet weights"
-    try:
-        lpips_model = load_lpips(weights=args.lpips_weights, device=device)
-    except LPIPSUnavailable as exc:
-        lpips_model, lpips_note = None, f"LPIPS unavailable ({exc})"
-        if args.time_lpips_with_random_backbone:
-            import lpips
-
-            lpips_model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).to(device).eval()
-            lpips_note = "LPIPS COST timed with a random AlexNet (no real weights here); no LPIPS value is reported"
+    lpips_model, reason = lpips_or_reason("alex", device, args.lpips_weights)
+    lpips_note = f"LPIPS unavailable ({reason})" if reason else "LPIPS-Alex on the fetched ImageNet backbone"
     metrics = ("psnr", "ssim", "lpips") if lpips_model is not None else ("psnr", "ssim")
     print(f"machine: {machine(device)}")
     print(f"{args.n} real RGBA images from {folder}, {args.size} px, 9 backgrounds, metrics {'+'.join(metrics)}; {lpips_note}")

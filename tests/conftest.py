@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,3 +15,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _disc_with_hidden_red(h: int, w: int) -> np.ndarray:
+    """An ``(h, w, 4)`` uint8 RGBA image: a soft blue disc whose α = 0 pixels are bright red (a colour that must not
+    survive any processing: it is invisible)."""
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2))
+    alpha = np.clip((0.8 - r) * 5, 0, 1)
+    arr = np.zeros((h, w, 4), np.uint8)
+    arr[..., 0] = np.where(alpha > 0, 0, 255)
+    arr[..., 2] = 255
+    arr[..., 3] = np.round(alpha * 255)
+    return arr
+
+
+@pytest.fixture
+def hidden_red_disc():
+    """:func:`_disc_with_hidden_red`, for tests that build image files."""
+    return _disc_with_hidden_red

@@ -88,24 +88,12 @@ def test_sample_rule_is_deterministic_and_covers_categories():
 # --- the sample script on a built set ----------------------------------------------------------------
 
 
-def _rgba_with_hidden_red(h: int, w: int) -> np.ndarray:
-    """A soft disc of blue on α = 0 pixels coloured bright red (the colour must not survive)."""
-    yy, xx = np.mgrid[:h, :w]
-    r = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2))
-    alpha = np.clip((0.8 - r) * 5, 0, 1)
-    arr = np.zeros((h, w, 4), np.uint8)
-    arr[..., 0] = np.where(alpha > 0, 0, 255)
-    arr[..., 2] = 255
-    arr[..., 3] = np.round(alpha * 255)
-    return arr
-
-
-def test_sample_from_built_set(tmp_path):
+def test_sample_from_built_set(tmp_path, hidden_red_disc):
     src = tmp_path / "set"
     src.mkdir()
     entries = []
     for i in range(6):
-        arr = _rgba_with_hidden_red(256, 200 + i)
+        arr = hidden_red_disc(256, 200 + i)
         arr[arr[..., 3] == 0, :3] = 0
         Image.fromarray(arr, "RGBA").save(src / f"img{i}.webp", lossless=True, exact=True)
         entries.append(Entry(f"img{i}.webp", "openclipart-png", f"x/img{i}.png", LICENSE, 200 + i, 256, 0.1))
@@ -121,9 +109,9 @@ def test_sample_from_built_set(tmp_path):
 # --- RGBAFolder -------------------------------------------------------------------------------------------
 
 
-def test_rgba_folder_skips_a_corrupt_file_by_name(tmp_path):
+def test_rgba_folder_skips_a_corrupt_file_by_name(tmp_path, hidden_red_disc):
     for i in range(3):
-        Image.fromarray(_rgba_with_hidden_red(40, 30 + 10 * i), "RGBA").save(tmp_path / f"ok{i}.png")
+        Image.fromarray(hidden_red_disc(40, 30 + 10 * i), "RGBA").save(tmp_path / f"ok{i}.png")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
     ds = RGBAFolder(tmp_path, size=32)
     assert len(ds) == 4

@@ -33,18 +33,6 @@ LISTED = {
 RESERVED = "reserved/held_out.png"
 
 
-def _disc(h: int, w: int) -> np.ndarray:
-    """A soft blue disc; the α = 0 pixels are bright red (that colour must not survive)."""
-    yy, xx = np.mgrid[:h, :w]
-    r = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2))
-    alpha = np.clip((0.8 - r) * 5, 0, 1)
-    arr = np.zeros((h, w, 4), np.uint8)
-    arr[..., 0] = np.where(alpha > 0, 0, 255)
-    arr[..., 2] = 255
-    arr[..., 3] = np.round(alpha * 255)
-    return arr
-
-
 def _la_alpha() -> np.ndarray:
     alpha = np.zeros((60, 90), np.uint8)
     alpha[:, 30:] = np.linspace(0, 255, 60, dtype=np.uint8)[:, None]
@@ -74,7 +62,7 @@ def _write_manifest(path: Path, root: Path, rows: dict[str, str]) -> Path:
 
 
 @pytest.fixture
-def package(tmp_path) -> Path:
+def package(tmp_path, hidden_red_disc) -> Path:
     """An extracted fake package (``ROOT/usr/share/openclipart/png/<category>/...``)."""
     root = tmp_path / "package"
     png = root / PNG_ROOT
@@ -88,10 +76,10 @@ def package(tmp_path) -> Path:
     la = np.zeros((60, 90, 2), np.uint8)
     la[..., 0], la[..., 1] = 200, _la_alpha()
     Image.fromarray(la, "LA").save(png / "animals/grey_fade.png")
-    Image.fromarray(_disc(300, 600), "RGBA").save(png / "shapes/disc.png")
-    Image.fromarray(_disc(1100, 1300), "RGBA").save(png / "shapes/big/poster.png")  # factor > 4: reduce, then Lanczos
+    Image.fromarray(hidden_red_disc(300, 600), "RGBA").save(png / "shapes/disc.png")
+    Image.fromarray(hidden_red_disc(1100, 1300), "RGBA").save(png / "shapes/big/poster.png")  # factor > 4: reduce, then Lanczos
     (png / "animals/disc_link.png").symlink_to("../shapes/disc.png")
-    Image.fromarray(_disc(200, 240), "RGBA").save(png / RESERVED)
+    Image.fromarray(hidden_red_disc(200, 240), "RGBA").save(png / RESERVED)
     return root
 
 
