@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
 from alphavae.vae.loading import latent_factors
+from alphavae.training.optim import adamw
 
 #: What the LoRA adapts in each transformer block of the UNet: attention and feed-forward projections.
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
@@ -136,7 +137,7 @@ def train_lora(pipe: StableDiffusionPipeline, images01: torch.Tensor, prompts: l
     generator = torch.Generator(device=device).manual_seed(seed)
     latents = torch.cat([rgba_latents(pipe.vae, chunk, generator) for chunk in images01.split(batch_size)])
     prompt_embeds = prompt_embeds.to(device)
-    optimizer = torch.optim.AdamW(params, lr=lr)
+    optimizer = adamw(params, lr)
     pipe.unet.train()
     losses = []
     for _ in tqdm(range(steps), desc="LoRA", disable=not progress):

@@ -21,10 +21,10 @@ from IPython.display import display
 from matplotlib.figure import Figure
 
 from alphavae.blending import from_vae_range, over_checkerboard, to_vae_range
-from alphavae.vae.conversion import convert_to_rgba
+from alphavae.losses.objective import build_objective
 from alphavae.vae.reconstruct import reconstruct
 from alphavae.training.finetune import finetune_steps
-from alphavae.losses import (IMAGENET_MOMENTS, AlphaVAEObjective, BackgroundMoments, LossWeights, PatchDiscriminator,
+from alphavae.losses import (IMAGENET_MOMENTS, BackgroundMoments, LossWeights,
                              abmse_loss, abmse_map, composite_vae, naive_mse_loss, naive_mse_map,
                              sampled_composite_loss)
 from alphavae.notebook.plotting import DPI, to_numpy_image
@@ -142,11 +142,9 @@ def finetune_demo(rgb_vae: AutoencoderKL, images01: torch.Tensor, weights: LossW
     """
     weights = weights or LossWeights()
     torch.manual_seed(seed)
-    model = convert_to_rgba(rgb_vae)
-    disc = PatchDiscriminator(in_channels=4, base_channels=16).to(next(model.parameters()).device) if weights.adversarial > 0 else None
-    objective = AlphaVAEObjective(weights, reference_vae=rgb_vae if weights.reference_kl > 0 else None,
-                                  lpips_model=lpips_model, discriminator=disc,
-                                  generator=torch.Generator(next(model.parameters()).device).manual_seed(seed))
+    device = next(rgb_vae.parameters()).device
+    model, objective = build_objective(rgb_vae, weights, device, lpips_model, disc_channels=16,
+                                       generator=torch.Generator(device).manual_seed(seed))
     shown = images01[:n_show]
     before = reconstruct(model, shown).cpu()
     start = time.perf_counter()

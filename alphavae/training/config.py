@@ -19,6 +19,7 @@ from typing import Any
 from diffusers.optimization import SchedulerType
 
 from alphavae.losses import LossWeights
+from alphavae.training.optim import PAPER_BETAS
 
 #: Learning-rate schedules a config can name (diffusers.optimization.get_scheduler's names).
 LR_SCHEDULES = tuple(s.value for s in SchedulerType)
@@ -44,7 +45,7 @@ class TrainConfig:
     batch_size: int = 8  # global batch: split evenly over the processes
     lr: float = 1e-5
     disc_lr: float | None = None  # discriminator learning rate (None: same as lr)
-    betas: tuple[float, float] = (0.5, 0.9)
+    betas: tuple[float, float] = PAPER_BETAS
     weight_decay: float = 0.01  # AdamW's default (the paper does not give one)
     warmup_steps: int = 100
     lr_schedule: str = "cosine"  # any name diffusers.optimization.get_scheduler accepts

@@ -14,9 +14,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from alphavae.losses import AlphaVAEObjective, blend_augment
-
-#: The paper's AdamW betas.
-BETAS = (0.5, 0.9)
+from alphavae.training.optim import PAPER_BETAS, adamw
 
 
 def finetune_steps(vae: AutoencoderKL, images01: torch.Tensor, objective: AlphaVAEObjective, steps: int,
@@ -38,9 +36,9 @@ def finetune_steps(vae: AutoencoderKL, images01: torch.Tensor, objective: AlphaV
     images01 = images01.to(device)
     generator = torch.Generator().manual_seed(seed)
     vae.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, betas=BETAS)
+    optimizer = adamw(vae.parameters(), lr, PAPER_BETAS)
     disc = objective.discriminator
-    disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=lr, betas=BETAS) if disc is not None else None
+    disc_optimizer = adamw(disc.parameters(), lr, PAPER_BETAS) if disc is not None else None
     history: list[dict[str, float]] = []
     try:
         for step in range(steps):

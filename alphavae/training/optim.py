@@ -12,6 +12,9 @@ from collections.abc import Iterable
 import torch
 from diffusers.optimization import get_scheduler
 
+#: The paper's AdamW betas for the RGBA fine-tune (docs/method.md §3.7).
+PAPER_BETAS = (0.5, 0.9)
+
 
 def adamw(params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999),
           weight_decay: float = 0.01) -> torch.optim.AdamW:
