@@ -71,7 +71,9 @@ def test_resume_continues_exactly_from_the_checkpoint(tiny_run, tmp_path):
     six = dataclasses.replace(config, steps=6, log_every=1, checkpoint_every=3)
     straight = train_generator(six, tmp_path / "straight", progress=False)
     assert train_generator(dataclasses.replace(six, max_minutes=0.0), tmp_path / "resumed", progress=False) is None
-    resumed = train_generator(six, tmp_path / "resumed", resume=True, progress=False)
+    # Another seed for the second call: only the checkpoint's state (weights, optimiser, EMA, RNG) can make it
+    # end where the straight run ends; a resume that ignored the checkpoint would start over from seed 1.
+    resumed = train_generator(dataclasses.replace(six, seed=1), tmp_path / "resumed", resume=True, progress=False)
     assert json.loads((resumed / "generator.json").read_text())["steps_done"] == 6
     with safe_open(straight / "diffusion_pytorch_model.safetensors", "pt") as a, \
             safe_open(resumed / "diffusion_pytorch_model.safetensors", "pt") as b:

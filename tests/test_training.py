@@ -78,7 +78,7 @@ def test_sampler_order_is_a_function_of_the_step():
     assert [sorted(a + b) for a, b in zip(r0, r1)] == [sorted(b) for b in batches[:5]]
 
 
-def test_kill_and_resume_gives_the_same_weights(tiny_vae, tmp_path):
+def test_kill_and_resume_gives_the_same_weights(tiny_vae, tmp_path, capsys):
     raw = tiny_config(tiny_vae, steps=16, checkpoint_every=4)
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(raw))
@@ -96,7 +96,10 @@ def test_kill_and_resume_gives_the_same_weights(tiny_vae, tmp_path):
     killed_at = latest_checkpoint(run / "checkpoints")
     assert killed_at is not None and not (run / "model").exists(), "the run must be killed mid-way, after a checkpoint"
 
+    capsys.readouterr()
     assert cli_main(["train", "--config", str(cfg_file), "--output", str(run), "--resume"]) == 0
+    # it continued from the checkpoint (a fresh start with the same seed would also end with these weights)
+    assert f"resumed from {killed_at} (step {int(killed_at.name.split('-')[1])})" in capsys.readouterr().out
     assert_same_weights(weights_of(full.output), weights_of(run))
     log = read_log(run)
     assert [entry["step"] for entry in log] == list(range(1, 17))  # no step logged twice after the resume
