@@ -80,3 +80,19 @@ def test_ablation_writes_the_table(ablation_dir):
     strip = load_rgba(ablation_dir / "results" / "ablation_recon" / "main.png")
     assert strip.shape == (4, 32, 64)  # 2 pictures side by side
     assert same_runs(variant_configs(load_ablation(ablation_dir / "ablation.json"))) == {"main_again": "main"}
+
+
+def test_ablation_jobs_trains_each_variant_in_its_own_process(ablation_dir):
+    """``--jobs 2``: variants train as two subprocesses at a time, each logging to ``runs/<name>.log``; the table is
+    the same kind as in-process, and a rerun trains nothing (every variant's model exists)."""
+    cfg = json.loads((ablation_dir / "ablation.json").read_text())
+    cfg["variants"] = {k: v for k, v in cfg["variants"].items() if k in ("main", "naive_mse")}
+    (ablation_dir / "ablation.json").write_text(json.dumps(cfg))
+    table = run_ablation(ablation_dir / "ablation.json", ablation_dir / "runs", ablation_dir / "results", jobs=2)
+    for name in ("main", "naive_mse"):
+        assert (ablation_dir / "runs" / name / "model").is_dir()
+        assert "trained 3 steps" in (ablation_dir / "runs" / f"{name}.log").read_text()
+    assert "| main |" in table and "| naive_mse |" in table and "--jobs 2" in table
+    stamp = (ablation_dir / "runs" / "main" / "model" / "config.json").stat().st_mtime
+    run_ablation(ablation_dir / "ablation.json", ablation_dir / "runs", ablation_dir / "results", jobs=2)
+    assert (ablation_dir / "runs" / "main" / "model" / "config.json").stat().st_mtime == stamp
