@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from alphavae.cli import main
 from alphavae.generation.train import GeneratorConfig, train_generator
 from alphavae.paths import sample_dir
 from alphavae.training.checkpoint import CheckpointError, latest_checkpoint
-from alphavae.training.config import ConfigError, config_from_dict
 from alphavae.training.loop import RunLocked, run_lock
 from alphavae.training.splits import make_split, write_split
 from alphavae.training.trainer import train

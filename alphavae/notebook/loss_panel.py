@@ -20,7 +20,7 @@ from diffusers import AutoencoderKL
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from alphavae.blending import from_vae_range, over_checkerboard, to_vae_range
+from alphavae.blending import over_checkerboard, to_vae_range
 from alphavae.losses.objective import build_objective
 from alphavae.vae.reconstruct import reconstruct
 from alphavae.training.finetune import finetune_steps

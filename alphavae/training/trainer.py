@@ -39,7 +39,7 @@ from alphavae.metric.backbones import lpips_or_reason
 from alphavae.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from alphavae.training.config import ConfigError, TrainConfig
 from alphavae.training.data import RGBAFolder, StepBatchSampler, make_loader, train_and_heldout
-from alphavae.training.loop import LoopPlan, RunLog, read_log, run_lock, run_steps
+from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import adamw, lr_schedule
 from alphavae.vae.loading import load_vae
 from alphavae.vae.reconstruct import reconstruct
