@@ -165,6 +165,16 @@ def _new_temp_file(path: Path) -> Path:
             continue
 
 
+def umask_mode(folder: str | os.PathLike) -> None:
+    """Give every file in ``folder`` the mode a new file gets (``0o666`` less the umask): safetensors' ``save_file``,
+    which diffusers' ``save_pretrained`` calls, makes its files owner-only."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for item in Path(folder).iterdir():
+        if item.is_file():
+            item.chmod(0o666 & ~umask)
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` then rename to ``path``: an interrupted run leaves no half-written file.
 

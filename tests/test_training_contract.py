@@ -203,3 +203,22 @@ def test_too_little_data_is_one_line_and_leaves_nothing_behind(tmp_path, capsys,
     assert not run.exists() or not any(run.iterdir())  # no run.json / tensorboard/: the corrected rerun is not refused
     fixed = config_file(tmp_path)
     assert main(["train", "--config", str(fixed), "--output", str(run)]) == 0
+
+
+def test_checkpoint_files_have_the_umask_mode(stopped_run):
+    _, run = stopped_run
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in latest_checkpoint(run / "checkpoints").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_the_trained_model_folders_have_the_umask_mode(tmp_path):
+    from alphavae.training.config import load_config
+
+    result = train(load_config(config_file(tmp_path)), tmp_path / "run")
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in (result.model_dir, result.fp16_dir):
+        for path in folder.iterdir():
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

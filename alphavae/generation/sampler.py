@@ -38,6 +38,7 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from alphavae.blending import from_vae_range
 from alphavae.vae.loading import hub_unreachable, load_vae, resolve_spec, torch_device, weights_sha256
+from alphavae.imageio import umask_mode
 
 #: The file beside the UNet that says how the generator pairs with its VAE and how to sample it.
 INFO_FILE = "generator.json"
@@ -120,6 +121,7 @@ def save_generator(unet: UNet2DModel, scheduler: DDPMScheduler, info: dict, fold
     folder.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(unet).half().save_pretrained(folder, safe_serialization=True)
     scheduler.save_pretrained(folder)
+    umask_mode(folder)
     (folder / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
     if model_card is not None:
         (folder / "MODEL_CARD.md").write_text(model_card)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
@@ -112,7 +112,8 @@ def latent_cache(config: GeneratorConfig, vae, files: list[Path], root: Path, ca
     mean, std = encode_posteriors(vae, RGBAFolder(root, size=config.image_size, files=files), hflip=config.hflip, progress=progress)
     # contiguous, as a loaded cache is: a strided view trains to different last bits, and resume must be exact
     mean, std = mean.contiguous(), std.contiguous()
-    atomic_write(cache_path, lambda tmp: save_file({"mean": mean, "std": std}, tmp, metadata={"key": key}))
+    data = save({"mean": mean, "std": std}, metadata={"key": key})
+    atomic_write(cache_path, lambda tmp: Path(tmp).write_bytes(data))  # umask mode (save_file makes it owner-only)
     return {"key": key, "mean": mean, "std": std}
 
 

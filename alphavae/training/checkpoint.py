@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 _NAME = re.compile(r"^step-(\d{8})$")
 _FILE = re.compile(r"^(shared|local-\d+)\.(safetensors|json)$")
@@ -99,7 +99,7 @@ def _unflatten(value: Any, tensors: dict[str, torch.Tensor], where: Path) -> Any
 def _write_part(folder: Path, name: str, state: dict[str, Any]) -> None:
     tensors: dict[str, torch.Tensor] = {}
     structure = _flatten(state, name, tensors)
-    save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.safetensors").write_bytes(save(tensors))  # umask mode (save_file makes it owner-only)
     (folder / f"{name}.json").write_text(json.dumps(structure))
 
 

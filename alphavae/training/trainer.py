@@ -33,6 +33,7 @@ from diffusers.training_utils import EMAModel
 from diffusers.utils import logging as diffusers_logging
 
 from alphavae.blending import over_checkerboard
+from alphavae.imageio import umask_mode
 from alphavae.losses import AlphaVAEObjective, LossWeights, blend_augment
 from alphavae.losses.objective import build_objective
 from alphavae.metric.backbones import lpips_or_reason
@@ -229,6 +230,7 @@ def _atomic_save_pretrained(model: AutoencoderKL, path: Path, dtype: torch.dtype
         copy.deepcopy(model).to("cpu", dtype).save_pretrained(tmp, safe_serialization=True)
     finally:
         diffusers_logging.set_verbosity(verbosity)
+    umask_mode(tmp)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)

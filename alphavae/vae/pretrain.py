@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from alphavae.blending import to_vae_range
 from alphavae.imageio import list_images, load_rgba
@@ -188,7 +188,7 @@ def save_fp16(vae: AutoencoderKL, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vae.save_config(folder)
     weights = {name: t.detach().to("cpu", torch.float16).contiguous() for name, t in vae.state_dict().items()}
-    save_file(weights, folder / "diffusion_pytorch_model.safetensors", metadata={"format": "pt"})
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(save(weights, metadata={"format": "pt"}))  # umask mode
     return folder
 
 
