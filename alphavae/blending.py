@@ -6,6 +6,7 @@ Compositing over a solid background b is A(x, b) = c·α + b·(1 − α) (method
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -36,9 +37,25 @@ def resolve_backgrounds(names: Sequence[str] | Mapping[str, Sequence[float]] | N
     return {n: BACKGROUNDS[n] for n in names}
 
 
+@functools.lru_cache(maxsize=512)
+def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
+def constant(values: Sequence, like: torch.Tensor) -> torch.Tensor:
+    """A small constant (nested numbers) on ``like``'s device and dtype, made once per (values, device, dtype).
+
+    Making it anew in every step would copy it from host memory each time, and a blocking host-to-GPU copy
+    synchronises the GPU stream: a training step would wait for the GPU several times. Read-only: it is shared.
+    """
+    def frozen(v):
+        return tuple(frozen(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+    return _constant(frozen(values), like.device, like.dtype)
+
+
 def background_tensor(rgb: Sequence[float], like: torch.Tensor) -> torch.Tensor:
     """A ``(3, 1, 1)`` colour tensor on ``like``'s device and dtype, broadcastable over an image."""
-    return torch.tensor(rgb, device=like.device, dtype=like.dtype).view(3, 1, 1)
+    return constant(rgb, like).view(3, 1, 1)
 
 
 def composite(rgba: torch.Tensor, background: Sequence[float] | torch.Tensor) -> torch.Tensor:

@@ -1,86 +1,209 @@
-"""Training throughput of the RGBA VAE trainer: images/s, step time, peak memory, FLOPs and MFU.
+"""Training throughput of the RGBA VAE step, side by side: the official formulation, our step eager, our step optimised.
 
-One clean process: build the trainer's own setup from a config (``alphavae.training.trainer.build_setup``), feed it
-random-order real batches, run ``--warmup`` steps, then time ``--steps`` steps (synchronising the device
-before reading the clock). FLOPs of one whole training step (generator forward + backward, discriminator)
-are counted with ``torch.utils.flop_counter.FlopCounterMode``; MFU = counted FLOPs per second over the
-accelerator's dense bf16 peak (``--peak-tflops``, default 989 for an H100 SXM, NVIDIA's datasheet figure).
+Rows (each in a fresh process, so peak memory and compile caches are its own), at 256 px with the full objective of
+``configs/main.json`` (ABMSE, LPIPS, both KLs, the PatchGAN with its adaptive weight; the discriminator on):
 
-    python benchmarks/train_speed.py --config configs/main.json --steps 50 --json speed.json
+* ``official`` — the formulation written from docs/method.md (``AlphaVAEObjective.generator_step``): the image and
+  each composite through the trainable encoder, the reference encodes, summed reductions, two ``autograd.grad``
+  calls for the adaptive weight, every logged term read back to the host each step;
+* ``eager`` — the trainer's step (``alphavae.training.trainer.train_step``) with ``compile: off``;
+* ``optimised`` — the same step with ``compile: on`` (torch.compile, channels_last; frozen networks in bf16).
+
+Models: ``sd`` (Stable Diffusion's VAE architecture, 83.7 M parameters, random init: timing only) and
+``embedded`` (the shipped small VAE). Per row: images/s, step time, FLOPs counted by ``FlopCounterMode`` over one
+step (compiled kernels are not seen by it, so an optimised row reports its eager row's count: the same
+arithmetic), MFU against the 989 TFLOP/s bf16 datasheet peak and the 788 TFLOP/s a bf16 matmul measures on an
+H200, peak memory over the timed steps, warm-up time (compilation included), and the first step's total loss
+(the rows start from the same weights and batch, so it checks that the three compute the same objective).
+
+    python benchmarks/train_speed.py --json benchmarks/results/train_speed.json
+    python benchmarks/train_speed.py --rows optimised:embedded:8 --steps 20
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from alphavae.losses import blend_augment
+from alphavae.losses.augmentation import blend_choices
+from alphavae.paths import configs_dir, sample_dir
 from alphavae.training.config import load_config
-from alphavae.training.data import StepBatchSampler, make_loader, train_and_heldout
-from alphavae.training.trainer import build_setup, make_accelerator, train_step
+from alphavae.training.data import RGBAFolder
+from alphavae.training.step import step_generator
+from alphavae.training.trainer import build_setup, make_accelerator, read_logs, train_step
+
+ROWS = ("official:sd:16", "eager:sd:16", "optimised:sd:16", "official:embedded:8", "eager:embedded:8",
+        "optimised:embedded:8", "official:embedded:64", "eager:embedded:64", "optimised:embedded:64")
+DATASHEET_TFLOPS = 989.0  # H100/H200 SXM dense bf16, NVIDIA's datasheet
+MEASURED_TFLOPS = 788.0  # an 8192³ bf16 matmul on these H200s (/work/.library/device/KINDS.md)
+#: Stable Diffusion's VAE (stabilityai/sd-vae-ft-mse's config), 4 channels → RGB.
+SD_ARCHITECTURE = dict(in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                       latent_channels=4, norm_num_groups=32, down_block_types=("DownEncoderBlock2D",) * 4,
+                       up_block_types=("UpDecoderBlock2D",) * 4, sample_size=256)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=50, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--disc", action="store_true", help="time with the discriminator on (step >= disc_start)")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the accelerator")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a config key")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+def vae_spec(model: str, folder: Path) -> str:
+    """The VAE SPEC of a row: the shipped ``embedded``, or a seeded random SD-architecture VAE saved in ``folder``."""
+    if model == "embedded":
+        return "embedded"
+    from diffusers import AutoencoderKL
+    torch.manual_seed(0)
+    path = folder / "sd-architecture"
+    AutoencoderKL(**SD_ARCHITECTURE).save_pretrained(path)
+    return str(path)
 
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    config = load_config(args.config, **{**overrides, "steps": args.warmup + args.steps + 1})
-    acc = make_accelerator(config)
-    setup = build_setup(config, acc)
-    files, _ = train_and_heldout(config.data, config.split, config.max_images)
-    sampler = StepBatchSampler(len(files), config.batch_size, config.steps, config.seed, 0, acc.process_index, acc.num_processes)
-    loader = iter(make_loader(files, config.image_size, sampler, config.num_workers))
-    first = setup.weights.disc_start if args.disc else 0
+
+def official_step(setup, batch: torch.Tensor, step: int) -> dict[str, float]:
+    """One step of the formulation as method.md writes it (``AlphaVAEObjective``), logs read back every step."""
+    acc, objective = setup.accelerator, setup.objective
+    generator = step_generator(setup.config.seed, step, acc.device)  # the draws of the trainer's step, in its order
+    choices = blend_choices(len(batch), setup.weights.blend_p, generator)
+    x01 = blend_augment(batch.to(acc.device), setup.weights.blend_p, choices=choices)
+    objective.generator = generator  # the posterior noise: the step's next draw
+    with acc.autocast():
+        loss, logs, recon01 = objective.generator_step(setup.model, x01, step)
+    setup.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    setup.optimizer.step()
+    setup.scheduler.step()
+    with acc.autocast():
+        d_loss, d_logs = objective.discriminator_step(recon01, x01, step)
+    setup.disc_optimizer.zero_grad(set_to_none=True)
+    d_loss.backward()
+    setup.disc_optimizer.step()
+    return {**logs, **d_logs}
+
+
+def prepare_row(row: str, n_batches: int, lpips_net: str):
+    """(name, model, batch, config, accelerator, setup, step function, batches) of one row, built in this process."""
+    name, model, batch = row.split(":")
+    batch = int(batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(configs_dir() / "main.json", vae=vae_spec(model, Path(tmp)), data="sample", split=None,
+                             batch_size=batch, steps=10_000, num_workers=0, lpips_net=lpips_net,
+                             compile="on" if name == "optimised" else "off")
+        acc = make_accelerator(config)
+        torch.manual_seed(0)
+        setup = build_setup(config, acc)
+    if name != "optimised":  # the official formulation and the eager step run fp32 frozen networks, as written
+        setup.objective.reference_vae.float()
+        setup.objective.lpips_model.float()
+    images = RGBAFolder(sample_dir(), size=config.image_size)
+    pool = torch.stack([images.load(i) for i in range(len(images))])
+    picks = torch.Generator().manual_seed(0)
+    batches = [pool[torch.randint(len(pool), (batch,), generator=picks)] for _ in range(n_batches)]
+    if acc.device.type == "cuda":
+        batches = [b.pin_memory() for b in batches]
+    first = setup.weights.disc_start  # every step with the discriminator on
+
+    def step(i: int):
+        if name == "official":
+            return official_step(setup, batches[i], first + i)
+        return train_step(setup, batches[i], first + i)
+
+    return name, model, batch, config, acc, setup, step
+
+
+def run_row(row: str, steps: int, warmup: int, lpips_net: str) -> dict:
+    """Time one row in this process."""
+    name, model, batch, config, acc, setup, step = prepare_row(row, warmup + steps + 1, lpips_net)
 
     def sync() -> None:
         if acc.device.type == "cuda":
             torch.cuda.synchronize()
 
-    for i in range(args.warmup):
-        train_step(setup, next(loader), first + i)
+    t0 = time.perf_counter()
+    logs = step(0)
+    first_total = float(logs["total"])
+    flops = None
+    if name != "optimised":
+        with FlopCounterMode(display=False) as counter:
+            step(1)
+        flops = counter.get_total_flops()
+    for i in range(2, warmup + 1):
+        step(i)
     sync()
-    with FlopCounterMode(display=False) as counter:
-        train_step(setup, next(loader), first + args.warmup)
-    flops = counter.get_total_flops()
-    sync()
+    warmup_s = time.perf_counter() - t0
     if acc.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    batches = [next(loader) for _ in range(args.steps)]  # decode first: time the model, not the JPEG/WebP reader
-    sync()
     t0 = time.perf_counter()
-    for i, batch in enumerate(batches):
-        train_step(setup, batch, first + args.warmup + 1 + i)
+    for i in range(warmup + 1, warmup + 1 + steps):
+        logs = step(i)
+    if name != "official":
+        read_logs(acc, logs)  # what the trainer does every log_every steps
     sync()
-    elapsed = time.perf_counter() - t0
-    step_s = elapsed / args.steps
-    result = {
-        "device": torch.cuda.get_device_name() if acc.device.type == "cuda" else "cpu",
-        "processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
-        "image_size": config.image_size, "global_batch": config.batch_size, "discriminator_on": args.disc,
-        "gradient_checkpointing": config.gradient_checkpointing,
-        "step_time_ms": 1000 * step_s, "images_per_s": config.batch_size / step_s,
-        "flops_per_step": flops, "achieved_tflops": flops * acc.num_processes / step_s / 1e12,
-        "peak_tflops": args.peak_tflops,
-        "mfu": flops * acc.num_processes / step_s / 1e12 / args.peak_tflops,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if acc.device.type == "cuda" else None,
-        "notes": setup.notes,
-    }
-    if acc.is_main_process:
-        print(json.dumps(result, indent=1))
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=1) + "\n")
+    step_s = (time.perf_counter() - t0) / steps
+    return {"name": name, "model": model, "batch": batch, "image_size": config.image_size,
+            "parameters_m": round(sum(p.numel() for p in setup.model.parameters()) / 1e6, 2),
+            "step_ms": 1000 * step_s, "images_per_s": batch / step_s, "flops_per_step": flops,
+            "warmup_s": warmup_s, "first_step_total": first_total,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if acc.device.type == "cuda" else None,
+            "lpips_net": lpips_net, "notes": setup.notes}
+
+
+def finish(rows: list[dict]) -> list[dict]:
+    """Fill in optimised rows' FLOPs from their eager rows, then achieved TFLOP/s and both MFUs."""
+    eager = {(r["model"], r["batch"]): r["flops_per_step"] for r in rows if r["name"] == "eager"}
+    for r in rows:
+        if r["flops_per_step"] is None:
+            r["flops_per_step"] = eager.get((r["model"], r["batch"]))
+            r["flops_note"] = "counted on the eager row (compiled kernels are invisible to FlopCounterMode)"
+        if r["flops_per_step"]:
+            tflops = r["flops_per_step"] / (r["step_ms"] / 1000) / 1e12
+            r.update(achieved_tflops=tflops, mfu=tflops / DATASHEET_TFLOPS, mfu_vs_measured_matmul=tflops / MEASURED_TFLOPS)
+        else:
+            r.update(achieved_tflops=None, mfu=None, mfu_vs_measured_matmul=None)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated name:model:batch (default: all nine)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
+    parser.add_argument("--warmup", type=int, default=5, help="steps before timing (compilation happens here)")
+    parser.add_argument("--lpips-net", default="vgg", choices=("vgg", "alex"))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row in this process, print its JSON
+    args = parser.parse_args()
+    if args.one:
+        print("ROW " + json.dumps(run_row(args.one, args.steps, args.warmup, args.lpips_net)), flush=True)
+        return
+    rows = []
+    for row in args.rows.split(","):
+        cmd = [sys.executable, __file__, "--one", row, "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--lpips-net", args.lpips_net]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
+        if done.returncode or not lines:
+            print(f"{row}: failed (exit {done.returncode})\n{done.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(lines[-1][4:]))
+        r = rows[-1]
+        print(f"{row:24s} {r['images_per_s']:8.1f} img/s  {r['step_ms']:7.1f} ms  peak {r['peak_memory_gib'] or 0:5.1f} GiB  "
+              f"warm-up {r['warmup_s']:5.1f} s  first total {r['first_step_total']:.6g}", flush=True)
+    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
+    for r in finish(rows):
+        r.update(machine=machine, command=command, torch=torch.__version__)
+        print(f"{r['name']}:{r['model']}:{r['batch']}: MFU {100 * (r['mfu'] or 0):.1f} % "
+              f"({100 * (r['mfu_vs_measured_matmul'] or 0):.1f} % of the measured matmul), "
+              f"{(r['flops_per_step'] or 0) / 1e12:.3f} TFLOP/step")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    if len(rows) < len(args.rows.split(",")):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -201,6 +201,35 @@ def test_two_processes_gloo_end_with_identical_weights(tiny_vae, tmp_path):
     assert info["processes"] == 2
 
 
+def test_two_processes_train_like_one_process_on_the_same_global_batch(tiny_vae, tmp_path):
+    """Same global batch, same per-sample random numbers (blend augmentation, posterior noise), gradients
+    averaged by DDP: the losses of every step agree and so do the weights. The discriminator is off (on a CPU,
+    BatchNorm statistics cannot be synchronised over gloo; on GPUs the trainer uses SyncBatchNorm).
+    Weight tolerance: 1e-5 for kernels (they move by ~1e-3 per step); biases within 2·lr per step, because a
+    bias right before a GroupNorm has a gradient that is zero in exact arithmetic, and Adam scales its
+    round-off, which differs between one sum and two averaged halves, up to a full learning-rate step."""
+    raw = tiny_config(tiny_vae, steps=4, checkpoint_every=4, ema_decay=None, loss={"disc_start": 100, "perceptual": 0.0})
+    one = train(config_from_dict(raw), tmp_path / "one")
+    out = tmp_path / "two"
+    out.mkdir()
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.replace('**{"disc." + k: v for k, v in result.discriminator.state_dict().items()}', ""))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+           str(script), json.dumps(raw), str(out)]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = read_log(one.output), read_log(out)
+    assert len(a) == len(b) == 4
+    for x, y in zip(a, b):
+        for key in x:
+            if key.startswith(("loss/", "weighted/", "total")):
+                assert y[key] == pytest.approx(x[key], rel=1e-4), (x["step"], key)
+    two = torch.load(out / "rank0.pt")
+    for key, value in one.model.state_dict().items():
+        atol = 1e-5 if value.dim() > 1 else 2 * raw["lr"] * raw["steps"]
+        assert torch.allclose(two[f"vae.{key}"], value, rtol=0, atol=atol), key
+
+
 def test_gradient_checkpointing_changes_memory_not_results(tiny_vae, tmp_path):
     plain = train(config_from_dict(tiny_config(tiny_vae, steps=3, ema_decay=None)), tmp_path / "plain")
     ckpt = train(config_from_dict(tiny_config(tiny_vae, steps=3, ema_decay=None, gradient_checkpointing=True)),

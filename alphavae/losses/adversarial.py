@@ -15,6 +15,9 @@ from torch import nn
 #: The paper's weight and start step for the adversarial term.
 DEFAULT_WEIGHT = 1.0
 DISC_START = 4000
+#: The adaptive weight's ε and clamp (taming-transformers' values).
+ADAPTIVE_EPS = 1e-4
+ADAPTIVE_MAX = 1e4
 
 
 class PatchDiscriminator(nn.Module):
@@ -59,7 +62,7 @@ def generator_adversarial_loss(logits_fake: torch.Tensor) -> torch.Tensor:
 
 
 def adaptive_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer_weight: torch.Tensor,
-                    eps: float = 1e-4, max_weight: float = 1e4) -> torch.Tensor:
+                    eps: float = ADAPTIVE_EPS, max_weight: float = ADAPTIVE_MAX) -> torch.Tensor:
     """λ = ‖∇_W rec_loss‖ / (‖∇_W gan_loss‖ + eps), clamped to [0, max_weight], detached.
 
     Both losses must depend on ``last_layer_weight`` through the autograd graph (kept for the backward pass).

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from alphavae.blending import composite, to_vae_range
+from alphavae.blending import composite, constant, to_vae_range
 
 #: True black and true white, the default pair for the perceptual and reference-KL terms (method.md §3).
 BLACK_WHITE: tuple[tuple[float, float, float], ...] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -31,7 +31,7 @@ def composite_vae(x: torch.Tensor, background: Sequence[float] | torch.Tensor) -
     ``background`` may also be a tensor broadcastable to ``(..., 3, 1, 1)`` (e.g. ``(N, 1, 3, 1, 1)`` for N
     backgrounds at once, giving ``(N, B, 3, H, W)``).
     """
-    b = torch.as_tensor(background, dtype=x.dtype, device=x.device)
+    b = background.to(x) if isinstance(background, torch.Tensor) else constant(background, x)
     b = to_vae_range(b.view(3, 1, 1) if b.dim() == 1 else b)
     return composite(torch.cat([x[..., :3, :, :], alpha01(x)], dim=-3), b)
 

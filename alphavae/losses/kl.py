@@ -39,20 +39,32 @@ def prior_kl(posterior: DiagonalGaussianDistribution) -> torch.Tensor:
     return gaussian_kl(mean, logvar, zero, zero).sum() / mean.shape[0]
 
 
+def reference_composites(x: torch.Tensor, backgrounds: Sequence[Sequence[float]] = BLACK_WHITE) -> torch.Tensor:
+    """The opaque-colour composites A(x, b) in [-1, 1] for each background, stacked: ``(len(backgrounds)·B, 3, H, W)``."""
+    return torch.cat([composite_vae(x, b) for b in backgrounds])
+
+
+def kl_to_reference(q: DiagonalGaussianDistribution, r: DiagonalGaussianDistribution, n_backgrounds: int) -> torch.Tensor:
+    """KL(q ‖ r) summed over latent elements, divided by the batch size and averaged over the backgrounds, for
+    posteriors of the ``n_backgrounds``·B composites stacked as :func:`reference_composites` stacks them."""
+    kl = gaussian_kl(q.mean.float(), q.logvar.float(), r.mean.float(), r.logvar.float())
+    return kl.sum() / (q.mean.shape[0] // n_backgrounds) / n_backgrounds
+
+
 def reference_kl(vae: AutoencoderKL, reference_vae: AutoencoderKL, x: torch.Tensor,
                  backgrounds: Sequence[Sequence[float]] = BLACK_WHITE) -> torch.Tensor:
     """Mean over ``backgrounds`` of KL(q_θ(z | [A(x, b); 1]) ‖ q_ref(z | A(x, b))), summed, / batch size.
 
     ``vae`` is the 4-channel model being trained, ``reference_vae`` the frozen 3-channel original (no gradient
-    flows into it); ``x`` is RGBA ``(B, 4, H, W)`` in [-1, 1].
+    flows into it); ``x`` is RGBA ``(B, 4, H, W)`` in [-1, 1]. Each background's composites are encoded on
+    their own, as method.md writes it (the training step batches them: :mod:`alphavae.training.step`).
     """
     total = x.new_zeros(())
+    ref_dtype = next(reference_vae.parameters()).dtype
     for b in backgrounds:
         rgb = composite_vae(x, b)
         q = vae.encode(opaque(rgb)).latent_dist
         with torch.no_grad():
-            ref_dtype = next(reference_vae.parameters()).dtype
             r = reference_vae.encode(rgb.to(ref_dtype)).latent_dist
-        kl = gaussian_kl(q.mean.float(), q.logvar.float(), r.mean.float(), r.logvar.float())
-        total = total + kl.sum() / x.shape[0]
+        total = total + kl_to_reference(q, r, 1)
     return total / len(backgrounds)

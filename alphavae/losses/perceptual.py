@@ -42,9 +42,8 @@ def perceptual_loss(pred: torch.Tensor, target: torch.Tensor, lpips_model: nn.Mo
         raise ValueError("perceptual_loss needs at least one background")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction={reduction!r}: choose from {REDUCTIONS}")
-    total = pred.new_zeros(())
-    for b in backgrounds:
-        d = lpips_model(composite_vae(pred, b), composite_vae(target, b))
-        total = total + d.sum() / pred.shape[0]
+    composites = [(composite_vae(pred, b), composite_vae(target, b)) for b in backgrounds]
+    preds, targets = (torch.cat(c) for c in zip(*composites))  # one LPIPS call for every background
+    total = lpips_model(preds, targets).sum() / pred.shape[0]
     scale = 3 * pred.shape[-2] * pred.shape[-1] if reduction == "per_pixel" else 1
     return scale * total / len(backgrounds)

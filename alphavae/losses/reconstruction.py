@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alphavae.blending import BACKGROUNDS, to_vae_range
+from alphavae.blending import BACKGROUNDS, constant, to_vae_range
 from alphavae.losses.augmentation import GRID_COLOURS
 from alphavae.losses.compositing import alpha01, composite_vae
 
@@ -41,8 +41,7 @@ class BackgroundMoments:
 
     def as_tensors(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(E[b], E[b²])`` as ``(3, 1, 1)`` tensors on ``like``'s device and dtype."""
-        kw = dict(dtype=like.dtype, device=like.device)
-        return torch.tensor(self.mean, **kw).view(3, 1, 1), torch.tensor(self.second, **kw).view(3, 1, 1)
+        return constant(self.mean, like).view(3, 1, 1), constant(self.second, like).view(3, 1, 1)
 
 
 def moments_of(colours: torch.Tensor | Sequence[Sequence[float]], weights: torch.Tensor | Sequence[float] | None = None) -> BackgroundMoments:

@@ -26,6 +26,8 @@ LR_SCHEDULES = tuple(s.value for s in SchedulerType)
 #: The smallest image side the PatchGAN's three strided layers can take (the side must also be a multiple of 8,
 #: the VAE's downsampling).
 MIN_IMAGE_SIZE = 32
+#: The values of the ``compile`` key.
+COMPILE_CHOICES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -52,6 +54,7 @@ class TrainConfig:
     loss: dict[str, Any] = field(default_factory=dict)  # fields of LossWeights; left out = paper default
     ema_decay: float | None = None  # None: no EMA; else the EMA weights are the ones saved at the end
     gradient_checkpointing: bool = False
+    compile: str = "auto"  # torch.compile + channels_last of the networks: auto (on a GPU) | on | off
     mixed_precision: str = "auto"  # auto (bf16 on a GPU, none on a CPU) | bf16 | fp16 | no
     device: str = "auto"  # auto | cpu
     seed: int = 0
@@ -83,6 +86,8 @@ class TrainConfig:
             raise ConfigError(f"{source}: 'ema_decay' must be in (0, 1) or null, got {self.ema_decay}")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
             raise ConfigError(f"{source}: 'mixed_precision' must be auto, bf16, fp16 or no, got {self.mixed_precision!r}")
+        if self.compile not in COMPILE_CHOICES:
+            raise ConfigError(f"{source}: 'compile' must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r}")
         if self.device not in ("auto", "cpu"):
             raise ConfigError(f"{source}: 'device' must be auto or cpu, got {self.device!r}")
         if self.lpips_net not in ("alex", "vgg"):

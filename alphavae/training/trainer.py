@@ -1,13 +1,14 @@
 """The RGBA VAE trainer (method.md §3): extend a pretrained RGB VAE to RGBA and fine-tune it.
 
 One code path for a CPU, one GPU and several GPUs, through accelerate: the same global batch is split over
-the processes, and the gradients are averaged across them after each backward pass (one flat all-reduce
-per network; the objective calls ``vae.encode``/``vae.decode`` directly, which a DDP wrapper would not
-see). bf16 autocast on a GPU, AdamW with the paper's betas, warm-up + cosine learning rate, optional
+the processes, and the step (:mod:`alphavae.training.step`: the loss as modules that accelerate wraps in
+DistributedDataParallel, no host synchronisation per step, torch.compile on a GPU) trains N processes like
+one. bf16 autocast on a GPU, AdamW with the paper's betas, warm-up + cosine learning rate, optional
 gradient checkpointing and EMA, a PatchGAN discriminator with its own optimiser from ``disc_start``,
 atomic checkpoints with exact resume (``alphavae.training.checkpoint``, ``alphavae.training.data``), tqdm progress,
 TensorBoard logs of every loss term and of reconstructions on checkerboards, and a stop on NaN/inf that
-names the step and the term.
+names the step and the term (found on the device each step, read back every ``log_every`` steps and
+before each checkpoint, so no diverged state is ever saved).
 
 ``train(config, output)`` writes into ``output``: ``checkpoints/``, ``tensorboard/``, ``log.jsonl`` (one
 JSON line per logged step), ``run.json`` (config and notes), ``model/`` (fp32 ``save_pretrained``) and
@@ -34,7 +35,7 @@ from diffusers.utils import logging as diffusers_logging
 
 from alphavae.blending import over_checkerboard
 from alphavae.imageio import umask_mode
-from alphavae.losses import AlphaVAEObjective, LossWeights, blend_augment
+from alphavae.losses import AlphaVAEObjective, LossWeights
 from alphavae.losses.objective import build_objective
 from alphavae.metric.backbones import lpips_or_reason
 from alphavae.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -42,6 +43,8 @@ from alphavae.training.config import ConfigError, TrainConfig
 from alphavae.training.data import RGBAFolder, StepBatchSampler, make_loader, train_and_heldout
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import adamw, lr_schedule
+from alphavae.training.step import (DiscriminatorLoss, DivergenceWatch, GeneratorLoss, augment, global_draws,
+                                    optimise_networks, step_generator)
 from alphavae.vae.loading import load_vae
 from alphavae.vae.reconstruct import reconstruct
 
@@ -51,7 +54,12 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainingSetup:
-    """Everything one training step needs, built by :func:`build_setup` (also used by the speed benchmark)."""
+    """Everything one training step needs, built by :func:`build_setup` (also used by the speed benchmark).
+
+    ``generator_loss`` and ``discriminator_loss`` are the step's modules (:mod:`alphavae.training.step`), wrapped
+    by accelerate (DistributedDataParallel on several processes); ``model`` and ``discriminator`` are the bare
+    networks inside them.
+    """
 
     accelerator: Accelerator
     config: TrainConfig
@@ -60,10 +68,15 @@ class TrainingSetup:
     objective: AlphaVAEObjective
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    generator_loss: torch.nn.Module
+    latent_shape: tuple[int, int, int]
+    channels_last: bool = False
     discriminator: torch.nn.Module | None = None
+    discriminator_loss: torch.nn.Module | None = None
     disc_optimizer: torch.optim.Optimizer | None = None
     disc_scheduler: Any = None
     ema: EMAModel | None = None
+    watch: DivergenceWatch = field(default_factory=DivergenceWatch)
     notes: list[str] = field(default_factory=list)
 
 
@@ -73,6 +86,7 @@ def make_accelerator(config: TrainConfig, output: Path | None = None) -> Acceler
     if not cpu:  # fixed image size: let cuDNN pick the fastest convolution algorithms; TF32 for fp32 matmuls
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     precision = config.mixed_precision
     if precision == "auto":
         precision = "no" if cpu else "bf16"
@@ -97,8 +111,14 @@ def perceptual_model(weights: LossWeights, config: TrainConfig, device: torch.de
     return model
 
 
+def latent_shape(model: AutoencoderKL, image_size: int) -> tuple[int, int, int]:
+    """(channels, height, width) of the model's latent for square images of ``image_size``."""
+    side = image_size // 2 ** (len(model.config.block_out_channels) - 1)
+    return model.config.latent_channels, side, side
+
+
 def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
-    """Load and convert the VAE, build the objective, optimisers, schedulers, discriminator and EMA."""
+    """Load and convert the VAE, build the objective, the step's modules, optimisers, schedulers and EMA."""
     weights = config.loss_weights()
     device = accelerator.device
     notes: list[str] = []
@@ -107,11 +127,22 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
     notes += [note for note in objective.notes if not note.startswith("perceptual")]
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    on_gpu = device.type == "cuda"
+    if objective.discriminator is not None and on_gpu and accelerator.num_processes > 1:
+        objective.discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective.discriminator)
+        notes.append("discriminator BatchNorm synchronised over the processes (statistics of the global batch)")
+    compile_networks = config.compile == "on" or (config.compile == "auto" and on_gpu)
+    frozen_dtype = torch.bfloat16 if on_gpu and accelerator.mixed_precision == "bf16" else None
+    notes += optimise_networks(model, objective, compile_networks, frozen_dtype)
+    reduce_mean = (lambda t: accelerator.reduce(t, reduction="mean")) if accelerator.num_processes > 1 else None
+    generator_loss = accelerator.prepare_model(GeneratorLoss(model, objective, reduce_mean))
     optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay)
     scheduler = lr_schedule(optimizer, config.lr_schedule, config.warmup_steps, config.steps)
-    setup = TrainingSetup(accelerator, config, weights, model, objective, optimizer, scheduler, notes=notes)
+    setup = TrainingSetup(accelerator, config, weights, model, objective, optimizer, scheduler, generator_loss,
+                          latent_shape(model, config.image_size), channels_last=compile_networks, notes=notes)
     if objective.discriminator is not None:
         setup.discriminator = objective.discriminator
+        setup.discriminator_loss = accelerator.prepare_model(DiscriminatorLoss(setup.discriminator))
         setup.disc_optimizer = adamw(setup.discriminator.parameters(), config.disc_lr or config.lr, config.betas,
                                      config.weight_decay)
         disc_steps = max(config.steps - weights.disc_start, 1)
@@ -122,88 +153,70 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
     return setup
 
 
-def average_gradients(accelerator: Accelerator, module: torch.nn.Module) -> None:
-    """Average the gradients of ``module`` over the processes in one flat all-reduce (no-op on one)."""
-    if accelerator.num_processes == 1:
-        return
-    params = [p for p in module.parameters() if p.requires_grad]
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-    flat = accelerator.reduce(flat, reduction="mean")
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
-        offset += n
-
-
-def broadcast_parameters(accelerator: Accelerator, module: torch.nn.Module | None) -> None:
-    """Copy process 0's parameters and buffers to every process (no-op on one process or ``None``)."""
+def broadcast_buffers(accelerator: Accelerator, module: torch.nn.Module | None) -> None:
+    """Copy process 0's buffers (the discriminator's BatchNorm running statistics, which training never reads:
+    it stays in train mode) to every process, so every process saves the same state (no-op on one process)."""
     if accelerator.num_processes == 1 or module is None:
-        return
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        torch.distributed.broadcast(tensor.data, src=0)
-
-
-def broadcast_buffers(accelerator: Accelerator, module: torch.nn.Module) -> None:
-    """Copy process 0's buffers (BatchNorm running statistics) to every process, as DDP does."""
-    if accelerator.num_processes == 1:
         return
     for buffer in module.buffers():
         torch.distributed.broadcast(buffer, src=0)
 
 
-def _check_finite(logs: dict[str, float], step: int) -> None:
-    """Raise :class:`TrainingDiverged` naming the first non-finite loss term (then anything else logged)."""
+def read_logs(accelerator: Accelerator, logs: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The step's device-side logs as floats, averaged over the processes: one transfer to the host."""
+    values = torch.stack([v.float() for v in logs.values()])
+    if accelerator.num_processes > 1:
+        values = accelerator.reduce(values, reduction="mean")
+    return dict(zip(logs, values.tolist()))
+
+
+def check_divergence(setup: TrainingSetup) -> None:
+    """Raise :class:`TrainingDiverged` naming the first step with a non-finite term (a loss first), on every
+    process alike; one read-back, made every ``log_every`` steps and before each checkpoint."""
+    acc = setup.accelerator
+    found = setup.watch.first()
+    if acc.num_processes > 1:
+        first = torch.tensor(float(found[0]) if found else math.inf, device=acc.device)
+        torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+        if math.isfinite(float(first)) and (found is None or found[0] != int(first)):
+            raise TrainingDiverged(f"step {int(first)}: a loss term became non-finite on another process; "
+                                   "lower the learning rate or check the data")
+    if found is None:
+        return
+    step, logs = found
     for name, value in sorted(logs.items(), key=lambda item: not item[0].startswith(("loss/", "disc/loss"))):
         if not math.isfinite(value):
             term = name.removeprefix("loss/")
             raise TrainingDiverged(f"step {step}: loss term '{term}' is {value}; lower the learning rate or check the data")
 
 
-def _mean_logs(accelerator: Accelerator, logs: dict[str, float]) -> dict[str, float]:
-    """Average the logged values over the processes, so every process sees the same (and stops together)."""
-    if accelerator.num_processes == 1:
-        return logs
-    values = torch.tensor(list(logs.values()), device=accelerator.device, dtype=torch.float64)
-    values = accelerator.reduce(values, reduction="mean")
-    return dict(zip(logs, values.tolist()))
-
-
-def augment_generator(config: TrainConfig, step: int, rank: int) -> torch.Generator:
-    """The blend augmentation's random numbers for (step, process): a pure function of them (exact resume)."""
-    return torch.Generator().manual_seed((config.seed * 1_000_003 + step) * 64 + rank)
-
-
-def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int) -> dict[str, float]:
-    """One generator (and, from ``disc_start``, discriminator) update on ``batch`` in [0, 1]; returns the logs."""
-    acc, model = setup.accelerator, setup.model
-    rank = acc.process_index
+def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    """One generator (and, from ``disc_start``, discriminator) update on ``batch`` in [0, 1]; returns the logs
+    as device tensors (:func:`read_logs` reads them), with no host synchronisation."""
+    acc, config = setup.accelerator, setup.config
     batch = batch.to(acc.device, non_blocking=True)
-    x01 = blend_augment(batch, setup.weights.blend_p, augment_generator(setup.config, step, rank))
+    generator = step_generator(config.seed, step, acc.device)
+    choices, noise = global_draws(generator, config.batch_size, setup.weights.blend_p, setup.latent_shape,
+                                  acc.process_index, acc.num_processes)
+    x01 = augment(batch, setup.weights.blend_p, choices, setup.channels_last)
+    adversarial = setup.objective.active("adversarial", step)
     with acc.autocast():
-        loss, logs, recon01 = setup.objective.generator_step(model, x01, step, model.decoder.conv_out.weight)
-    logs = _mean_logs(acc, {**{k: float(v) for k, v in logs.items()}, "total": float(loss.detach())})
-    _check_finite(logs, step)
+        loss, logs, recon01 = setup.generator_loss(x01, noise if setup.objective.sample_posterior else None, adversarial)
     setup.optimizer.zero_grad(set_to_none=True)
     acc.backward(loss)
-    average_gradients(acc, model)
     setup.optimizer.step()
     setup.scheduler.step()
     if setup.ema is not None:
-        setup.ema.step(model.parameters())
-    logs["lr"] = setup.scheduler.get_last_lr()[0]
-    if setup.discriminator is not None and step >= setup.weights.disc_start:
+        setup.ema.step(setup.model.parameters())
+    if setup.discriminator_loss is not None and adversarial:
         with acc.autocast():
-            d_loss, d_logs = setup.objective.discriminator_step(recon01.detach(), x01, step)
-        d_logs = _mean_logs(acc, {k: float(v) for k, v in d_logs.items()})
-        _check_finite(d_logs, step)
+            d_loss, d_logs = setup.discriminator_loss(x01, recon01)
         setup.disc_optimizer.zero_grad(set_to_none=True)
         acc.backward(d_loss)
-        average_gradients(acc, setup.discriminator)
         setup.disc_optimizer.step()
-        broadcast_buffers(acc, setup.discriminator)
         setup.disc_scheduler.step()
         logs.update(d_logs)
+    setup.watch.update(step, logs)
     return logs
 
 
@@ -314,11 +327,8 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
 
 def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | None, acc: Accelerator,
            train_files: list[Path], heldout_files: list[Path]) -> TrainResult:
-    set_seed(config.seed)  # the same initial discriminator on every process…
+    set_seed(config.seed)  # the same initial discriminator on every process (DDP also broadcasts process 0's)
     setup = build_setup(config, acc)
-    for module in (setup.model, setup.discriminator):
-        broadcast_parameters(acc, module)  # …and made sure of, as DDP does when it wraps a model
-    set_seed(config.seed, device_specific=True)  # then each process draws its own posterior samples
     ckpt_root = output / "checkpoints"
     found = latest_checkpoint(ckpt_root) if resume else None
     start = _restore(setup, *load_checkpoint(found, acc.process_index)) if found is not None else 0
@@ -349,7 +359,9 @@ def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | No
             log_samples(setup, samples, s + 1)
         return logs
 
-    def write_log(done: int, logs: dict[str, float]) -> str:
+    def write_log(done: int, device_logs: dict[str, torch.Tensor]) -> str:
+        check_divergence(setup)
+        logs = {**read_logs(acc, device_logs), "lr": setup.scheduler.get_last_lr()[0]}
         speed["images_per_s"] = (done - start) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
         logs["images_per_s"] = speed["images_per_s"]
         acc.log(logs, step=done)
@@ -357,12 +369,16 @@ def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | No
         return f"loss={logs['total']:.4g} img/s={speed['images_per_s']:.1f}"
 
     def checkpoint(done: int) -> None:
+        check_divergence(setup)  # never save a diverged state
+        broadcast_buffers(acc, setup.discriminator)
         save_checkpoint(ckpt_root, done, lambda: _checkpoint_state(setup, done), {"rng": rng_state()},
                         config.keep_checkpoints, acc.process_index, acc.wait_for_everyone)
 
     plan = LoopPlan(config.steps, config.log_every, config.checkpoint_every, stop_after=stop_after)
     done = run_steps(plan, start, step, write_log, checkpoint, "train", show_progress=acc.is_local_main_process)
     model_dir, fp16_dir = output / "model", output / "model-fp16"
+    check_divergence(setup)
+    broadcast_buffers(acc, setup.discriminator)
     if done >= config.steps and acc.is_main_process:
         save_final(setup, output)
     acc.wait_for_everyone()

@@ -1,0 +1,129 @@
+"""The trainer's step (``alphavae.training.step``) computes the reference formulation (``AlphaVAEObjective``,
+written from method.md), only faster: same losses and same weights after several CPU steps, the adaptive
+weight and the discriminator included.
+
+Tolerance: relative 1e-4 on every logged value (the reference KL of two nearly equal Gaussians is a
+difference of close numbers: 1e-9 changes in the weights show at 1e-5 there) and absolute 1e-6 on every weight after 4 steps (fp32 on a CPU;
+the two differ only in summation order: batched encodes and LPIPS, and the surrogate backward of the adaptive
+weight). The steps are SGD steps: Adam divides each gradient by its own running size, which turns the round-off
+on gradients that are zero in exact arithmetic (a conv bias right before a GroupNorm) into steps of the full
+learning rate, so weights after Adam would compare round-off, not the formulation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+
+from alphavae.losses import LossWeights
+from alphavae.losses.augmentation import blend_augment, blend_choices
+from alphavae.losses.objective import build_objective
+from alphavae.metric.backbones import load_lpips
+from alphavae.training.step import DiscriminatorLoss, DivergenceWatch, GeneratorLoss, global_draws, step_generator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STEPS = 4
+#: Every term on, with KL weights large enough to move the weights, and the GAN from step 1.
+WEIGHTS = LossWeights(perceptual=0.5, prior_kl=1e-3, reference_kl=1e-2, adversarial=0.5, disc_start=1, blend_p=0.5)
+
+
+def tiny_rgb_vae() -> AutoencoderKL:
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+                         latent_channels=4, norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, sample_size=32)
+
+
+def images(n: int = 4, size: int = 32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 4, size, size, generator=g)
+    x[:, 3] = (x[:, 3] > 0.4).float() * torch.rand(n, size, size, generator=g).clamp(min=0.5)
+    return x
+
+
+def run(fast: bool, weights: LossWeights = WEIGHTS) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
+    """STEPS steps of the reference formulation or of the step's modules, from identical starts and draws."""
+    lpips = load_lpips("alex") if weights.perceptual > 0 else None
+    torch.manual_seed(2)  # the same discriminator initialisation for both
+    vae, objective = build_objective(tiny_rgb_vae(), weights, "cpu", lpips, disc_channels=8)
+    optimizer, disc = torch.optim.SGD(vae.parameters(), 1e-5), objective.discriminator
+    disc_optimizer = torch.optim.SGD(disc.parameters(), 1e-2)
+    gen_loss, disc_loss = GeneratorLoss(vae, objective), DiscriminatorLoss(disc)
+    history, batch = [], images()
+    for step in range(STEPS):
+        choices, _ = global_draws(step_generator(0, step, "cpu"), len(batch), weights.blend_p, (4, 16, 16), 0, 1)
+        # the reference draws its posterior sample as diffusers does, from the objective's generator
+        noise = torch.randn((len(batch), 4, 16, 16), generator=torch.Generator().manual_seed(100 + step))
+        x01 = blend_augment(batch, weights.blend_p, choices=choices)
+        adversarial = objective.active("adversarial", step)
+        if fast:
+            loss, logs, recon01 = gen_loss(x01, noise, adversarial)
+            logs = {k: float(v) for k, v in logs.items()}
+        else:
+            objective.generator = torch.Generator().manual_seed(100 + step)
+            loss, logs, recon01 = objective.generator_step(vae, x01, step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if adversarial:
+            d_loss, d_logs = (disc_loss(x01, recon01) if fast else objective.discriminator_step(recon01, x01, step))
+            disc_optimizer.zero_grad()
+            d_loss.backward()
+            disc_optimizer.step()
+            logs.update({k: float(v) for k, v in d_logs.items()})
+        history.append(logs)
+    state = {f"vae.{k}": v for k, v in vae.state_dict().items()}
+    state.update({f"disc.{k}": v for k, v in disc.state_dict().items()})
+    return history, state
+
+
+def test_the_step_gives_the_reference_losses_and_weights():
+    reference, ref_state = run(fast=False)
+    fast, fast_state = run(fast=True)
+    assert [set(a) for a in reference] == [set(b) for b in fast]
+    assert "loss/adversarial" in fast[-1] and "disc/loss" in fast[-1] and "loss/reference_kl" in fast[-1]
+    assert fast[-1]["adaptive_weight"] > 0
+    for step, (a, b) in enumerate(zip(reference, fast)):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-9), (step, key)
+    for key, value in ref_state.items():
+        assert torch.allclose(fast_state[key], value, rtol=0, atol=1e-6), key
+    start_vae, _ = build_objective(tiny_rgb_vae(), WEIGHTS, "cpu", None)
+    moved = max(float((value - ref_state[f"vae.{key}"]).abs().max()) for key, value in start_vae.state_dict().items())
+    assert moved > 1e-3  # the steps did train, by far more than the tolerance
+
+
+def test_without_reconstruction_terms_the_adaptive_weight_is_zero_in_both():
+    weights = LossWeights(reconstruction=0.0, perceptual=0.0, prior_kl=1e-3, reference_kl=0.0, adversarial=1.0,
+                          disc_start=0)
+    reference, _ = run(fast=False, weights=weights)
+    fast, _ = run(fast=True, weights=weights)
+    assert all(entry["adaptive_weight"] == 0 for entry in reference + fast)
+    assert fast[-1]["total"] == pytest.approx(reference[-1]["total"], rel=1e-5)
+
+
+def test_global_draws_split_like_the_batch_over_processes():
+    one = global_draws(step_generator(3, 7, "cpu"), 6, 0.5, (4, 2, 2), 0, 1)
+    for rank in range(2):
+        (chosen, picks), noise = global_draws(step_generator(3, 7, "cpu"), 6, 0.5, (4, 2, 2), rank, 2)
+        assert torch.equal(chosen, one[0][0][rank::2]) and torch.equal(picks, one[0][1][rank::2])
+        assert torch.equal(noise, one[1][rank::2])
+    assert not torch.equal(global_draws(step_generator(3, 8, "cpu"), 6, 0.5, (4, 2, 2), 0, 1)[1], one[1])
+    chosen, _ = blend_choices(10_000, 0.3, torch.Generator().manual_seed(0))
+    assert chosen.float().mean() == pytest.approx(0.3, abs=0.02)
+
+
+def test_divergence_watch_names_the_first_bad_step_without_reading_back_each_step():
+    watch = DivergenceWatch()
+    finite = {"loss/reconstruction": torch.tensor(1.0), "total": torch.tensor(1.0)}
+    watch.update(0, finite)
+    watch.update(1, {"loss/reconstruction": torch.tensor(float("nan")), "total": torch.tensor(float("nan"))})
+    watch.update(2, {"loss/reconstruction": torch.tensor(float("inf")), "total": torch.tensor(1.0)})
+    step, values = watch.first()
+    assert step == 1 and values["loss/reconstruction"] != values["loss/reconstruction"]
+    fresh = DivergenceWatch()
+    fresh.update(0, finite)
+    fresh.update(1, {**finite, "disc/loss": torch.tensor(0.5)})  # the discriminator switches on
+    assert fresh.first() is None
