@@ -4,7 +4,7 @@
 written to a hidden ``.<name>.<12 hex>.tmp`` beside its final name and renamed when complete. Here the command
 runs as a program (what a user interrupts is the process, so the subprocess is what is tested) on many noise
 images, one per batch; once it has written at least one file, it is frozen (SIGSTOP) at a moment when it holds a
-file in the output folder open — that is, in the middle of writing it — and then
+file in the output folder open with part of a PNG in it — in the middle of writing it — and then
 
 * **SIGINT** (Ctrl-C): it exits 130 with one line, and the file it was writing is nowhere: no output of that
   name, no temporary file (``atomic_write`` removes it on the way out);
@@ -87,10 +87,16 @@ def open_files_under(pid: int, folder: Path) -> list[Path]:
     return found
 
 
+def is_partial_png(path: Path) -> bool:
+    """Some bytes of a PNG written, not yet its last chunk (``IEND``): the file is really half-written."""
+    data = path.read_bytes()
+    return bool(data) and not data.endswith(b"IEND\xaeB`\x82")
+
+
 def freeze_while_writing(proc: subprocess.Popen, out: Path) -> Path:
     """Stop ``proc`` (SIGSTOP) at a moment when it has written at least one file into ``out`` and holds another
-    open there; return that file. A write that finished before the stop took effect is let go and the next one
-    tried, so the moment is always mid-write."""
+    open there, half-written (:func:`is_partial_png`); return that file. A write that had not started or had
+    finished by the time the stop took effect is let go and the next one tried, so the moment is always mid-write."""
     out, deadline = out.resolve(), time.monotonic() + 180
     while proc.poll() is None and time.monotonic() < deadline:
         writing = open_files_under(proc.pid, out)
@@ -99,7 +105,7 @@ def freeze_while_writing(proc: subprocess.Popen, out: Path) -> Path:
             os.kill(proc.pid, signal.SIGSTOP)
             os.waitpid(proc.pid, os.WUNTRACED)  # returns once it is really stopped
             writing = open_files_under(proc.pid, out)
-            if len(writing) == 1:
+            if len(writing) == 1 and is_partial_png(writing[0]):
                 return writing[0]
             os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.0005)
