@@ -199,6 +199,10 @@ MUTATIONS: tuple[Mutation, ...] = (
              "torch.cat([composite(x01, b), x01[:, 3:4]], dim=1)",
              (f"{L}::test_blend_augment_probability_colours_and_reproducibility",)),
     # --- reconstruction and generation -----------------------------------------------------------------------
+    Mutation("atomic_write_in_place", "alphavae/imageio.py",
+             "write(str(tmp))\n        os.replace(tmp, path)", "write(str(path))",
+             ("tests/test_interrupts.py::test_sigkill_mid_write_leaves_complete_files_and_a_hidden_temporary_a_rerun_ignores",),
+             "a PNG written straight to its final name, so a kill leaves it half-written"),
     Mutation("reconstruct_folder_writes_input", "alphavae/vae/reconstruct.py",
              "outputs = reconstruct(vae, torch.stack([x for _, x in items]))[..., : key[0], : key[1]]",
              "outputs = torch.stack([x for _, x in items])[..., : key[0], : key[1]]",

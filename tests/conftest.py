@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -34,3 +36,14 @@ def _disc_with_hidden_red(h: int, w: int) -> np.ndarray:
 def hidden_red_disc():
     """:func:`_disc_with_hidden_red`, for tests that build image files."""
     return _disc_with_hidden_red
+
+
+@pytest.fixture(scope="session")
+def shipped_generator_samples() -> Callable[[], torch.Tensor]:
+    """Four samples of the committed ``embedded-generator`` at its defaults (256 px, 25 steps, guidance 2, seed 0),
+    through :func:`alphavae.generation.sampler.generate`: made once for the tests that judge their alpha (about
+    5 s on a CPU). Call it for a fresh copy, so that no test can change what another one sees."""
+    from alphavae.generation.sampler import generate
+
+    samples = generate("embedded-generator", n=4, seed=0, device="cpu")
+    return lambda: samples.clone()

@@ -1,9 +1,7 @@
-"""``alphavae convert`` through the entry point: a loadable RGBA folder, atomic, never overwriting by surprise."""
+"""``alphavae convert`` through its argparse entry point (in-process): a loadable RGBA folder, atomic, never
+overwriting by surprise, in the dtype asked for."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -87,11 +85,14 @@ def test_bad_inputs_exit_2_with_one_line(rgb_folder, tmp_path, capsys, monkeypat
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_entry_point_runs_as_a_program(rgb_folder, tmp_path):
-    out = tmp_path / "rgba"
-    done = subprocess.run([sys.executable, "-m", "alphavae", "convert", "--vae", str(rgb_folder), "--output", str(out),
-                           "--dtype", "float16"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert load_vae(str(out)).config.in_channels == 4
-    with safe_open(str(out / "diffusion_pytorch_model.safetensors"), "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+def test_dtype_float16_writes_the_float32_conversion_in_half_precision(rgb_folder, tmp_path, capsys):
+    for dtype in ("float32", "float16"):
+        assert main(["convert", "--vae", str(rgb_folder), "--output", str(tmp_path / dtype), "--dtype", dtype]) == 0
+    assert f"wrote the RGBA VAE to {tmp_path / 'float16'}" in capsys.readouterr().out
+    assert load_vae(str(tmp_path / "float16")).config.in_channels == 4
+    with safe_open(str(tmp_path / "float32" / "diffusion_pytorch_model.safetensors"), "pt") as full, \
+            safe_open(str(tmp_path / "float16" / "diffusion_pytorch_model.safetensors"), "pt") as half:
+        assert set(half.keys()) == set(full.keys())
+        for key in full.keys():
+            assert half.get_tensor(key).dtype == torch.float16, key
+            assert torch.equal(half.get_tensor(key), full.get_tensor(key).half()), key

@@ -65,8 +65,8 @@ def test_decode_latents_inverts_the_latent_scaling(generator):
     torch.testing.assert_close(decoded, reconstruct(vae, x), rtol=0, atol=1e-5)
 
 
-def test_shipped_generator_makes_transparent_and_opaque_pixels(generator):
-    images = generate_with(generator, 4, seed=0)  # the defaults: 256 px, 25 steps, guidance 2.0
+def test_shipped_generator_makes_transparent_and_opaque_pixels(shipped_generator_samples):
+    images = shipped_generator_samples()  # the defaults: 256 px, 25 steps, guidance 2.0, seed 0
     assert images.shape == (4, 4, 256, 256)
     alpha = images[:, 3]
     transparent, opaque = (alpha < 0.01).float().mean().item(), (alpha > 0.99).float().mean().item()

@@ -1,12 +1,11 @@
-"""``alphavae reconstruct`` through its entry point on real sample images: counts, sizes, channels, paths,
-and the error contract (corrupt file → named, rest written, exit 1; bad SPEC or folder → one line, exit 2)."""
+"""``alphavae reconstruct`` through its argparse entry point (in-process) on real sample images: counts, sizes,
+channels, paths, and the error contract (corrupt file → named, rest written, exit 1; bad SPEC or folder → one
+line, exit 2). The pixels are checked in tests/test_reconstruct_pixels.py, an interrupted run as a real process in
+tests/test_interrupts.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,7 @@ from alphavae.cli import main
 from alphavae.paths import sample_dir
 from alphavae.imageio import list_images, load_rgba
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-
-
-def alphavae(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alphavae", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=300)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -42,33 +37,40 @@ def readable(root: Path) -> list[Path]:
     return [p for p in list_images(root) if p.name != "broken.png"]
 
 
-def test_rgb_vae_writes_rgb_at_input_size_and_names_the_corrupt_file(inputs, tmp_path):
+def test_rgb_vae_writes_rgb_at_input_size_and_names_the_corrupt_file(inputs, tmp_path, capsys):
     out = tmp_path / "out"
-    result = alphavae("reconstruct", "--vae", "embedded", "--input", inputs, "--output", out, "--batch-size", "2")
-    assert result.returncode == 1, result.stderr
-    assert "broken.png" in result.stderr and "Traceback" not in result.stderr
+    assert main(["reconstruct", "--vae", "embedded", "--input", str(inputs), "--output", str(out), "--batch-size", "2",
+                 "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()  # one line naming the corrupt file and why
+    assert len(lines) == 1 and lines[0].startswith(f"alphavae reconstruct: skipped {inputs / 'group0' / 'broken.png'}: "
+                                                   "cannot read image"), lines
+    assert captured.out.strip() == f"wrote {len(readable(inputs))} images to {out}; 1 skipped"
     for src in readable(inputs):
         dest = out / src.relative_to(inputs).with_suffix(".png")
         with Image.open(dest) as im, Image.open(src) as original:
             assert im.mode == "RGB" and im.size == original.size
-    assert len(list_images(out)) == len(readable(inputs))
-    assert not list(out.rglob("*.tmp"))
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(inputs).with_suffix(".png") for p in readable(inputs))  # nothing else (no temporary files)
 
 
-def test_four_channel_vae_writes_rgba_resized(inputs, tmp_path):
+def test_four_channel_vae_writes_rgba_resized(inputs, tmp_path, capsys):
     torch.manual_seed(0)
     AutoencoderKL(in_channels=4, out_channels=4, block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
                   up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4).save_pretrained(tmp_path / "rgba-vae")
     (inputs / "group0" / "broken.png").unlink()
     out = tmp_path / "out"
-    result = alphavae("reconstruct", "--vae", tmp_path / "rgba-vae", "--input", inputs, "--output", out, "--size", "37")
-    assert result.returncode == 0, result.stderr
+    assert main(["reconstruct", "--vae", str(tmp_path / "rgba-vae"), "--input", str(inputs), "--output", str(out),
+                 "--size", "37", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert not captured.err and captured.out.strip() == f"wrote {len(readable(inputs))} images to {out}"
     for src in readable(inputs):
         dest = out / src.relative_to(inputs).with_suffix(".png")
         with Image.open(dest) as im:
             assert im.mode == "RGBA" and max(im.size) == 37
         h, w = load_rgba(src).shape[-2:]
         assert load_rgba(dest).shape[-2:] == (round(h * 37 / max(h, w)), round(w * 37 / max(h, w)))
+    assert len(list_images(out)) == len(readable(inputs)) == 4
 
 
 @pytest.mark.parametrize("args, names", [  # in-process through the argparse entry point (fast)
@@ -90,6 +92,8 @@ def test_missing_input_folder_is_exit_2(tmp_path, capsys):
     assert "--input" in capsys.readouterr().err
 
 
-def test_help_explains_with_an_example():
-    result = alphavae("reconstruct", "--help")
-    assert result.returncode == 0 and "posterior mode" in result.stdout and "alphavae reconstruct --vae" in result.stdout
+def test_help_explains_with_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["reconstruct", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "posterior mode" in out and "alphavae reconstruct --vae" in out, out

@@ -88,13 +88,22 @@ def test_kill_and_resume_gives_the_same_weights(tiny_vae, tmp_path, capsys):
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "alphavae", "train", "--config", str(cfg_file), "--output", str(run)]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while latest_checkpoint(run / "checkpoints") is None and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    checkpoints, deadline = run / "checkpoints", time.time() + 120
+    while proc.poll() is None and time.time() < deadline:  # stop it while it writes a checkpoint after a complete one
+        if latest_checkpoint(checkpoints) is not None and list(checkpoints.glob(".tmp-step-*")):
+            os.kill(proc.pid, signal.SIGSTOP)
+            os.waitpid(proc.pid, os.WUNTRACED)  # returns once it is really stopped
+            if list(checkpoints.glob(".tmp-step-*")):
+                break  # (a write that was renamed before the stop took effect: let it go, try the next)
+            os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = latest_checkpoint(run / "checkpoints")
-    assert killed_at is not None and not (run / "model").exists(), "the run must be killed mid-way, after a checkpoint"
+    killed_at, half_written = latest_checkpoint(checkpoints), list(checkpoints.glob(".tmp-step-*"))
+    assert killed_at is not None and len(half_written) == 1 and not (run / "model").exists(), \
+        "the run must be killed mid-way, while writing a checkpoint after a complete one"
+    # the half-written checkpoint is newer than the one resumed from, and is not taken for a checkpoint
+    assert half_written[0].name.removeprefix(".tmp-") > killed_at.name and killed_at == checkpoint_dirs(checkpoints)[-1]
 
     capsys.readouterr()
     assert cli_main(["train", "--config", str(cfg_file), "--output", str(run), "--resume"]) == 0
