@@ -96,14 +96,42 @@ def test_monte_carlo_curve_converges_on_the_closed_form():
     assert show_monte_carlo([curve]) is not None
 
 
-def test_finetune_demo_and_panel_run_headless(capsys):
+def _walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _walk(child)
+
+
+def test_finetune_demo_and_panel_run_headless():
     rgb = _rgb()
     demo = finetune_demo(rgb, _images(size=16), LossWeights(adversarial=0, reference_kl=1e-2), steps=2, lr=1e-3)
     assert demo.before.shape == demo.after.shape == demo.targets.shape == (4, 4, 16, 16)
     assert torch.all(demo.before[:, 3] == 1)  # the untrained conversion is opaque
     assert any("perceptual skipped" in n for n in demo.notes) and "loss/reference_kl" in demo.history[0]
-    assert show_finetune(demo) is not None
+    assert show_finetune(demo) is not None and not demo.stopped
+    assert set(demo.scores()) == {"alpha_error_before", "alpha_error", "colour_error", "reconstruction"}
     panel = loss_weights_panel(rgb, _images(size=16), steps=2)
-    button = panel.children[0].children[1].children[-1]
-    button.click()
-    assert "2 steps in" in capsys.readouterr().out
+    assert "VBox(" not in repr(panel)  # a stored notebook shows a note, not the widget's repr
+    button = next(w for w in _walk(panel) if getattr(w, "description", None) == "Fine-tune")
+    button.click()  # runs in a thread: the kernel stays free to hear Stop
+    panel.thread.join(120)
+    assert "2 steps in" in panel.status.value and panel.bar.value == 2
+    out = panel.children[-1]
+    assert [o["output_type"] for o in out.outputs] == ["display_data"] and "image/png" in out.outputs[0]["data"]
+
+
+def test_panel_defaults_are_the_papers_weights():
+    panel = loss_weights_panel(_rgb(), _images(size=16), steps=2, lpips_model=torch.nn.Identity())
+    paper = LossWeights()
+    for name in ("reconstruction", "reconstruction_loss", "perceptual", "prior_kl", "reference_kl", "adversarial",
+                 "disc_start", "blend_p"):
+        assert panel.controls[name].value == pytest.approx(getattr(paper, name)), name
+
+
+def test_stop_ends_the_fine_tune_after_the_current_step():
+    calls = []
+    demo = finetune_demo(_rgb(), _images(size=16), LossWeights(adversarial=0), steps=10, lr=1e-3,
+                         progress=lambda step, logs: calls.append(step), should_stop=lambda: len(calls) >= 3)
+    assert demo.stopped and len(demo.history) == 3 and calls == [0, 1, 2]
+    assert demo.after.shape == demo.targets.shape  # the model so far is still reconstructed and drawn
+    assert any("3 steps (stopped)" in a.get_title(loc="left") for a in show_finetune(demo).axes)

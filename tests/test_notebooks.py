@@ -7,8 +7,10 @@ vacuous (no outputs) or heavy (widget state, big images), and that a reader find
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +173,82 @@ def test_stored_notebooks_are_clean_for_nbstripout():
     done = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", *flags, *map(str, NOTEBOOKS)],
                           capture_output=True, text=True)
     assert done.returncode == 0, f"run `python scripts/execute_notebooks.py` or `nbstripout {' '.join(flags)}`: {done.stdout}{done.stderr}"
+
+
+#: What an exercise is made of, in this order (issue 17): the task, the cell the student edits (runs as given),
+#: the reference solution (collapsed; CI runs it, so every check is proven), and the check that asserts.
+EXERCISE_CELLS = ("exercise", "exercise-code", "solution", "check")
+MIN_EXERCISES = 3
+MIN_IMAGE_WIDTH = 500  # pixels: legible on a projector
+MIN_DPI = 110
+
+
+def _tags(cell) -> list[str]:
+    return cell.metadata.get("tags", [])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_exercises_have_code_solution_and_check(path):
+    cells = _read(path).cells
+    starts = [i for i, c in enumerate(cells) if "exercise" in _tags(c)]
+    assert len(starts) >= MIN_EXERCISES, f"{path.name}: {len(starts)} exercises; give it at least {MIN_EXERCISES}"
+    for number, i in enumerate(starts, 1):
+        block = cells[i:i + len(EXERCISE_CELLS)]
+        assert [next((t for t in _tags(c) if t in EXERCISE_CELLS), None) for c in block] == list(EXERCISE_CELLS), (
+            f"{path.name}, cell {i}: an 'exercise' cell must be followed by 'exercise-code', 'solution', 'check' cells")
+        task, code, solution, check = block
+        assert task.cell_type == "markdown" and all(c.cell_type == "code" for c in (code, solution, check)), path.name
+        assert f"**Exercise {number} ·" in task.source, f"{path.name}, cell {i}: number the exercises in order"
+        assert code.source.strip() and code.source != solution.source, f"{path.name}, cell {i + 1}: the student's cell"
+        assert solution.metadata.get("jupyter", {}).get("source_hidden") is True, (
+            f"{path.name}, cell {i + 2}: collapse the solution (metadata.jupyter.source_hidden = true)")
+        assert re.search(r"^\s*assert\b", check.source, re.M), f"{path.name}, cell {i + 3}: a check asserts"
+        assert not any(o.output_type == "error" for o in check.outputs), f"{path.name}, cell {i + 3}: the check failed"
+
+
+def _png_size_and_dpi(data: str) -> tuple[int, int, float | None]:
+    raw = base64.b64decode(data)
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    width, height = struct.unpack(">II", raw[16:24])
+    dpi, pos = None, 8
+    while pos < len(raw):  # walk the chunks up to the image data: pHYs holds the resolution
+        length, kind = struct.unpack(">I4s", raw[pos:pos + 8])
+        if kind == b"pHYs":
+            x_per_metre, _, unit = struct.unpack(">IIB", raw[pos + 8:pos + 17])
+            dpi = x_per_metre * 0.0254 if unit == 1 else None
+        if kind in (b"IDAT", b"IEND"):
+            break
+        pos += 12 + length
+    return width, height, dpi
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_figures_are_legible_on_a_projector(path):
+    for i, cell in enumerate(_read(path).cells):
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "image/png" in data:
+                width, _, dpi = _png_size_and_dpi(data["image/png"])
+                assert width >= MIN_IMAGE_WIDTH, f"{path.name}, cell {i}: a {width} px wide figure (at least {MIN_IMAGE_WIDTH})"
+                assert dpi is not None and dpi >= MIN_DPI - 1, f"{path.name}, cell {i}: stored at {dpi} dpi (at least {MIN_DPI})"
+
+
+def test_one_figure_style_at_110_dpi():
+    import matplotlib as mpl
+
+    from alphavae.notebook import plotting
+
+    assert plotting.DPI >= MIN_DPI and plotting.MIN_WIDTH * plotting.DPI >= MIN_IMAGE_WIDTH
+    assert mpl.rcParams["figure.dpi"] == plotting.DPI  # applied on import of alphavae.notebook
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_no_widget_shown_as_text(path):
+    for i, cell in enumerate(_read(path).cells):
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text = data.get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if "image/png" not in data:
+                assert not re.match(r"\s*(VBox|HBox|Box|Output|Tab|Accordion)\(", text), (
+                    f"{path.name}, cell {i}: a widget stored as text ({text[:40]}...); use a PanelBox and a static picture")

@@ -140,7 +140,9 @@ def test_blend_and_score_identity_and_hidden_colour_are_perfect():
 
 def test_show_blend_draws_four_panels():
     fig = widgets.show_blend(widgets.blend_and_score(_image()))
-    assert len(fig.axes) == 4 and "PSNR" in fig._suptitle.get_text()
+    assert len(fig.axes) == 5 and "PSNR" in fig._suptitle.get_text()  # four panels and the error map's colour bar
+    assert fig.axes[-1].get_label() == "<colorbar>" and fig.axes[-1].get_ylabel()
+    assert fig.get_figwidth() * fig.dpi >= 500 and fig.dpi >= 110
 
 
 def test_widget_wires_every_control(monkeypatch):

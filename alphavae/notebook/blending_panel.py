@@ -3,14 +3,17 @@
 Built the style.md §6 way: a pure function, :func:`blend_and_score`, does the work and :func:`show_blend`
 draws it (the notebook calls both with defaults first, so GitHub and CI see a static result); then
 :func:`blending_widget` only wires core ipywidgets controls to them (``continuous_update=False``, drawing into
-an ``Output`` whose drawing is replaced in one step, see :func:`figure_output`).
+an ``Output`` whose drawing is replaced in one step, see :func:`figure_output`). The panel is a
+:class:`PanelBox`, whose plain-text form (what GitHub shows for a stored widget) is a note, not ``VBox(...)``.
 """
 
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +25,22 @@ from matplotlib.figure import Figure
 from alphavae.blending import BACKGROUNDS, composite, over_checkerboard
 from alphavae.metric.degradations import DEGRADATIONS, degrade, scale_alpha
 from alphavae.metric.alpha import AlphaReport, alpha_metric
-from alphavae.notebook.plotting import DPI, to_numpy_image
+from alphavae.notebook.plotting import DPI, fit_width, to_numpy_image
+
+
+#: What a stored notebook shows in place of a panel where no live kernel runs it (GitHub, nbviewer).
+PANEL_NOTE = "[interactive panel: run the notebook to use it; the plain cell below shows its first drawing]"
+
+
+class PanelBox(widgets.VBox):
+    """A ``VBox`` whose text form is :data:`PANEL_NOTE`: a stored notebook shows that note where the widget
+    cannot be drawn, instead of ``VBox(children=(...``. ``thread``/``last`` hold a running job and its result."""
+
+    thread: threading.Thread | None = None
+    last: object = None
+
+    def __repr__(self) -> str:
+        return PANEL_NOTE
 
 
 @dataclass
@@ -64,6 +82,11 @@ def blend_and_score(target: torch.Tensor, alpha_scale: float = 1.0, background: 
     return BlendResult(target, prediction, background, composite(target, rgb), composite(prediction, rgb), report, scores)
 
 
+#: The widget's starting values: :func:`blend_and_score`'s own defaults (one source).
+BLEND_DEFAULTS = {k: v.default for k, v in inspect.signature(blend_and_score).parameters.items()
+                  if v.default is not inspect.Parameter.empty}
+
+
 def _db(value: float) -> str:
     return "∞ dB" if math.isinf(value) else f"{value:.2f} dB"
 
@@ -76,20 +99,26 @@ def describe(result: BlendResult) -> str:
             f"SAD {s['sad']:.3f}k, gradient error {s['grad']:.4f}k")
 
 
-def show_blend(result: BlendResult, panel: float = 2.0) -> Figure:
-    """Four panels: target and prediction over the chosen background, their absolute difference (×4), and
-    the prediction over a checkerboard; the scores in the title."""
-    diff = ((result.prediction_composite - result.target_composite).abs() * 4).clamp(0, 1)
-    panels = [
-        (result.target_composite, f"target over {result.background}"),
-        (result.prediction_composite, f"prediction over {result.background}"),
-        (diff, "|difference| × 4"),
-        (over_checkerboard(result.prediction), "prediction, checkerboard"),
-    ]
-    fig, axes = plt.subplots(1, 4, figsize=(4 * panel, panel + 0.9), dpi=DPI)
-    for ax, (image, title) in zip(axes, panels):
+def show_blend(result: BlendResult, panel: float = 1.5) -> Figure:
+    """Four panels: target and prediction over the chosen background, the per-pixel error of the composite
+    (largest channel difference, with its colour bar), and the prediction over a checkerboard; the scores in
+    the title."""
+    diff = (result.prediction_composite - result.target_composite).abs().amax(0)
+    panel = fit_width(panel, 4.6)
+    fig, axes = plt.subplots(1, 4, figsize=(4.6 * panel, panel + 0.9), dpi=DPI)
+    images = [(result.target_composite, f"target over {result.background}"),
+              (result.prediction_composite, f"prediction over {result.background}")]
+    for ax, (image, title) in zip(axes[:2], images):
         ax.imshow(to_numpy_image(image), interpolation="nearest")
         ax.set_title(title, fontsize=8)
+    shown = axes[2].imshow(diff.numpy(), cmap="magma", vmin=0, vmax=max(float(diff.max()), 1e-6), interpolation="nearest")
+    axes[2].set_title("|composite error|", fontsize=8)
+    bar = fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.03)
+    bar.ax.tick_params(labelsize=6)
+    bar.set_label("error (0–1)", fontsize=6)
+    axes[3].imshow(to_numpy_image(over_checkerboard(result.prediction)), interpolation="nearest")
+    axes[3].set_title("prediction, checkerboard", fontsize=8)
+    for ax in axes:
         ax.set_axis_off()
     fig.suptitle(describe(result), fontsize=8)
     fig.tight_layout()
@@ -110,20 +139,21 @@ def figure_output(fig: Figure) -> dict:
     return {"output_type": "display_data", "data": {"image/png": png, "text/plain": repr(fig)}, "metadata": {}}
 
 
-def blending_widget(images: torch.Tensor | Sequence[torch.Tensor], names: Sequence[str] | None = None) -> widgets.VBox:
+def blending_widget(images: torch.Tensor | Sequence[torch.Tensor], names: Sequence[str] | None = None) -> PanelBox:
     """Controls — image, degradation, strength, alpha scale, background — redrawing :func:`show_blend` on
     every change. ``images``: RGBA ``(4, H, W)`` tensors (or one ``(N, 4, H, W)`` tensor)."""
     items = list(images)
     names = list(names) if names is not None else [f"image {i}" for i in range(len(items))]
     style = {"description_width": "initial"}
+    default = BLEND_DEFAULTS
     controls = {
         "index": widgets.Dropdown(options=[(n, i) for i, n in enumerate(names)], value=0, description="image"),
-        "degradation": widgets.Dropdown(options=DEGRADATIONS, value="blur", description="degradation"),
-        "strength": widgets.FloatSlider(value=0.5, min=0, max=1, step=0.05, description="strength",
+        "degradation": widgets.Dropdown(options=DEGRADATIONS, value=default["degradation"], description="degradation"),
+        "strength": widgets.FloatSlider(value=default["strength"], min=0, max=1, step=0.05, description="strength",
                                         continuous_update=False, style=style),
-        "alpha_scale": widgets.FloatSlider(value=1.0, min=0, max=1.5, step=0.05, description="alpha scale",
-                                           continuous_update=False, style=style),
-        "background": widgets.Dropdown(options=list(BACKGROUNDS), value="gray", description="background"),
+        "alpha_scale": widgets.FloatSlider(value=default["alpha_scale"], min=0, max=1.5, step=0.05,
+                                           description="alpha scale", continuous_update=False, style=style),
+        "background": widgets.Dropdown(options=list(BACKGROUNDS), value=default["background"], description="background"),
     }
     out = widgets.Output()
 
@@ -139,4 +169,4 @@ def blending_widget(images: torch.Tensor | Sequence[torch.Tensor], names: Sequen
     redraw()
     rows = [widgets.HBox([controls["index"], controls["degradation"], controls["strength"]]),
             widgets.HBox([controls["alpha_scale"], controls["background"]])]
-    return widgets.VBox([*rows, out])
+    return PanelBox([*rows, out])

@@ -16,7 +16,7 @@ def plot_comparison(report: dict) -> Figure:
     transparent / soft / opaque pixels per model and for the held-out real images."""
     models = report["models"]
     names = list(models)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 2.8), dpi=DPI)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 2.8), dpi=DPI)
     kid = [1e3 * models[n]["vgg16"]["mean"]["kid"] for n in names]
     err = [1e3 * models[n]["vgg16"]["mean"]["kid_std"] for n in names]
     ax1.barh(names, kid, xerr=err, color=(0.4, 0.5, 0.7))
@@ -30,6 +30,6 @@ def plot_comparison(report: dict) -> Figure:
         left = [a + b for a, b in zip(left, values)]
     ax2.invert_yaxis()
     ax2.set_xlabel("share of pixels (%)")
-    ax2.legend(fontsize=7, loc="lower right")
+    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # clear of the bars
     fig.tight_layout()
     return fig

@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from alphavae.imageio import load_rgba
-from alphavae.notebook.plotting import show_rgba
+from alphavae.notebook.plotting import DPI, show_rgba
 
 #: Terms plotted by default, in this order, when the log has them.
 LOSS_TERMS = ("loss/reconstruction", "loss/prior_kl", "loss/reference_kl", "loss/perceptual", "loss/adversarial",
@@ -20,9 +20,10 @@ LOSS_TERMS = ("loss/reconstruction", "loss/prior_kl", "loss/reference_kl", "loss
 
 
 def plot_loss_terms(logs: dict[str, list[dict[str, float]]] | list[dict[str, float]], terms: Sequence[str] | None = None,
-                    panel: float = 2.4) -> Figure:
+                    panel: float = 1.8) -> Figure:
     """One panel per logged term (unweighted), value against step; ``logs`` is one run's ``read_log`` or
-    ``{label: log}`` for several runs drawn together. Positive terms on a log scale."""
+    ``{label: log}`` for several runs drawn together. Positive terms on a log scale, the others linear: each
+    panel's y label says which."""
     runs = {"": logs} if isinstance(logs, list) else dict(logs)
     present = {k for log in runs.values() for entry in log for k in entry}
     terms = [t for t in (terms or LOSS_TERMS) if t in present]
@@ -30,7 +31,7 @@ def plot_loss_terms(logs: dict[str, list[dict[str, float]]] | list[dict[str, flo
         raise ValueError("none of the terms to plot are in the log")
     cols = min(4, len(terms))
     rows = -(-len(terms) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * panel * 1.3, rows * panel), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * panel * 1.45, rows * panel + 0.2), dpi=DPI, squeeze=False)
     for ax in axes.flat[len(terms):]:
         ax.set_axis_off()
     for ax, term in zip(axes.flat, terms):
@@ -40,14 +41,17 @@ def plot_loss_terms(logs: dict[str, list[dict[str, float]]] | list[dict[str, flo
                 steps, values = map(np.asarray, zip(*points))
                 ax.plot(steps, values, lw=1, label=label or None)
         values = [e[term] for log in runs.values() for e in log if term in e]
-        if values and min(values) > 0:
+        log_scale = bool(values) and min(values) > 0
+        if log_scale:
             ax.set_yscale("log")
+        ax.set_ylabel("value, log scale" if log_scale else "value, linear scale", fontsize=7)
         ax.set_title(term, fontsize=8)
         ax.set_xlabel("step", fontsize=7)
         ax.tick_params(labelsize=7)
-    if len(runs) > 1:
-        axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
+    if len(runs) > 1:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # clear of the curves
     return fig
 
 
@@ -57,7 +61,7 @@ def load_strip(path: str | os.PathLike, n: int) -> list[torch.Tensor]:
     return list(strip.chunk(n, dim=-1))
 
 
-def show_variant_pictures(strips: str | os.PathLike, names: Sequence[str], n: int, panel: float = 1.6) -> Figure:
+def show_variant_pictures(strips: str | os.PathLike, names: Sequence[str], n: int, panel: float = 1.2) -> Figure:
     """The same ``n`` held-out images (columns) under each of ``names`` (rows: ``<strips>/<name>.png``),
     over a checkerboard."""
     images, titles = [], []
