@@ -34,7 +34,7 @@ def _flag(text: str) -> bool:
 
 def register(subparsers) -> None:
     """Add ``generator train`` and ``generator eval``."""
-    from alphavae.generation.train import GeneratorConfig
+    from alphavae.generation.generator_config import GeneratorConfig
 
     p = subparsers.add_parser("generator", help="Train or evaluate the latent diffusion model of transparent images.")
     sub = p.add_subparsers(dest="generator_command", required=True, parser_class=type(p))

@@ -24,7 +24,7 @@ _FLOATS = ("lr", "weight_decay", "kl_weight", "lpips_weight")
 
 def register(subparsers) -> None:
     """Add the ``pretrain`` parser."""
-    from alphavae.vae.pretrain import PretrainConfig
+    from alphavae.vae.pretrain_config import PretrainConfig
 
     defaults = PretrainConfig(photos="", output="")
     p = subparsers.add_parser("pretrain", help="Pretrain the small RGB VAE (the `embedded` model) on a folder of photos.",

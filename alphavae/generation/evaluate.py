@@ -27,11 +27,11 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from alphavae.blending import composite, resolve_backgrounds
-from alphavae.metric.backbones import VGG16Features, vgg16_features
-from alphavae.training.data import RGBAFolder
-from alphavae.paths import results_dir, shared_data_dir
 from alphavae.generation.sampler import generate_with, load_generator
 from alphavae.imageio import atomic_write
+from alphavae.metric.backbones import VGG16Features, vgg16_features
+from alphavae.paths import results_dir, shared_data_dir
+from alphavae.training.data import RGBAFolder
 from alphavae.training.splits import read_split, split_files
 from alphavae.vae.loading import torch_device
 

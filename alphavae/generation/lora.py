@@ -47,8 +47,8 @@ from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
-from alphavae.vae.loading import latent_factors
 from alphavae.training.optim import adamw
+from alphavae.vae.loading import latent_factors
 
 #: What the LoRA adapts in each transformer block of the UNet: attention and feed-forward projections.
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")

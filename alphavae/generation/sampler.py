@@ -37,8 +37,15 @@ import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from alphavae.blending import from_vae_range
-from alphavae.vae.loading import hub_unreachable, load_vae, resolve_spec, torch_device, weights_sha256
+from alphavae.generation.generator_config import UNetShape
 from alphavae.imageio import umask_mode
+from alphavae.vae.loading import (
+    hub_unreachable,
+    load_vae,
+    resolve_spec,
+    torch_device,
+    weights_sha256,
+)
 
 #: The file beside the UNet that says how the generator pairs with its VAE and how to sample it.
 INFO_FILE = "generator.json"
@@ -53,16 +60,6 @@ MAX_SEED = 2**63 - 1
 
 class GeneratorLoadError(ValueError):
     """A generator SPEC cannot be loaded; the one-line message names it and says what to do."""
-
-
-@dataclass(frozen=True)
-class UNetShape:
-    """Width and depth of the denoiser. The default (≈3.9 M parameters, 7.8 MB in fp16) fits the repo budget."""
-
-    block_out_channels: tuple[int, ...] = (64, 96, 128)
-    layers_per_block: int = 1
-    attention_head_dim: int = 32
-    norm_num_groups: int = 16
 
 
 def build_unet(latent_channels: int, latent_size: int, num_classes: int | None, shape: UNetShape = UNetShape()) -> UNet2DModel:

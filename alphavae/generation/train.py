@@ -19,7 +19,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,11 +30,23 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
-from alphavae.training.data import RGBAFolder
-from alphavae.paths import shared_data_dir, shipped_config
-from alphavae.generation.sampler import UNetShape, build_unet, save_generator, training_scheduler
+from alphavae.generation.generator_config import GeneratorConfig
+from alphavae.generation.sampler import (
+    UNetShape,
+    build_unet,
+    save_generator,
+    training_scheduler,
+)
 from alphavae.imageio import atomic_write
-from alphavae.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from alphavae.paths import shared_data_dir, shipped_config
+from alphavae.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from alphavae.training.data import RGBAFolder
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import adamw, lr_schedule
 from alphavae.training.splits import read_split, split_files
@@ -42,38 +54,6 @@ from alphavae.vae.loading import latent_factors, load_vae, torch_device, weights
 
 #: The split shared with the RGBA VAE trainer (helper E's file): same held-out images everywhere.
 DEFAULT_SPLIT = shipped_config("split-rgba-train")
-
-
-@dataclass
-class GeneratorConfig:
-    """Everything that defines a generator training run (saved in ``generator.json`` and checkpoints)."""
-
-    vae: str = "embedded-rgba"
-    data: str | None = None  # folder of RGBA images; default: shared rgba-train
-    split: str | None = None  # split file; default: configs/split-rgba-train.json
-    image_size: int = 256
-    class_conditional: bool = True
-    cond_drop_prob: float = 0.1
-    prediction_type: str = "v_prediction"
-    num_train_timesteps: int = 1000
-    block_out_channels: tuple[int, ...] = UNetShape.block_out_channels
-    layers_per_block: int = UNetShape.layers_per_block
-    steps: int = 3000
-    batch_size: int = 128
-    lr: float = 4e-4
-    warmup: int = 200
-    weight_decay: float = 0.01
-    ema_decay: float = 0.999
-    hflip: bool = True
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
-    max_minutes: float | None = None  # stop this call (with a checkpoint) after this long; --resume continues
-    guidance_scale: float = 2.0
-    num_inference_steps: int = 25
-    device: str = "auto"
-    notes: list[str] = field(default_factory=list)
 
 
 def category_of(path: Path, root: Path) -> str:
@@ -94,7 +74,7 @@ def encode_posteriors(vae, dataset: RGBAFolder, batch_size: int = 32, hflip: boo
             dist = vae.encode(to_vae_range(x.flip(-1) if flip else x)).latent_dist
             means.append((flip, dist.mean.float().cpu()))
             stds.append((flip, dist.std.float().cpu()))
-    order = lambda pairs: torch.cat([t for f, t in pairs if not f] + [t for f, t in pairs if f])  # noqa: E731
+    order = lambda pairs: torch.cat([t for f, t in pairs if not f] + [t for f, t in pairs if f])
     return order(means), order(stds)
 
 
@@ -232,7 +212,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         return f"loss={loss:.4f}"
 
     def checkpoint(done: int) -> None:
-        state = lambda: {"step": done, "seconds": elapsed(), "unet": unet.state_dict(),  # noqa: E731
+        state = lambda: {"step": done, "seconds": elapsed(), "unet": unet.state_dict(),
                          "optimizer": optimizer.state_dict(), "lr_schedule": schedule.state_dict(),
                          "ema": ema.state_dict(), "config": asdict(config)}
         save_checkpoint(ckpt_root, done, state, {"rng": rng_state({"batches": gen})}, config.keep_checkpoints)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,44 +30,20 @@ from safetensors.torch import save
 from alphavae.blending import to_vae_range
 from alphavae.imageio import list_images, load_rgba
 from alphavae.metric.backbones import lpips_or_reason
-from alphavae.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from alphavae.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import adamw, lr_schedule
 from alphavae.vae.loading import torch_device
+from alphavae.vae.pretrain_config import PretrainConfig
 
 #: Every ``HELDOUT_EVERY``-th photo (sorted by path, counting from 1) is held out for evaluation.
 HELDOUT_EVERY = 6
-
-
-@dataclass
-class PretrainConfig:
-    """Everything that defines a pretraining run (saved with every checkpoint and in the model card)."""
-
-    photos: str
-    output: str
-    steps: int = 4000
-    batch_size: int = 32
-    crop: int = 128
-    scales: tuple[float, ...] = (1.0, 0.7, 0.5, 0.35, 0.25)
-    colour_augment: bool = True
-    lr: float = 8e-4
-    warmup: int = 300
-    lr_schedule: str = "cosine"  # a name diffusers.optimization.get_scheduler accepts
-    weight_decay: float = 0.01
-    kl_weight: float = 1e-6
-    lpips_weight: float = 1.0
-    lpips_net: str = "vgg"  # SD's VAE was trained with LPIPS-VGG
-    block_out_channels: tuple[int, ...] = (32, 64, 128, 128)
-    layers_per_block: int = 1
-    latent_channels: int = 4
-    norm_num_groups: int = 8
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    max_minutes: float | None = None
-    device: str = "auto"
-    notes: list[str] = field(default_factory=list)
 
 
 def build_vae(config: PretrainConfig) -> AutoencoderKL:
@@ -247,7 +223,7 @@ def _train(config: PretrainConfig, output: Path, resume: bool) -> Path:
         return f"l1={logs['l1_per_px']:.4f} kl={logs['kl']:.0f}"
 
     def checkpoint(done: int) -> None:
-        state = lambda: {"step": done, "model": vae.state_dict(), "optimizer": optimizer.state_dict(),  # noqa: E731
+        state = lambda: {"step": done, "model": vae.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "config": asdict(config)}
         save_checkpoint(ckpt_root, done, state, {"rng": rng_state({"crops": generator})}, config.keep_checkpoints)
 

@@ -19,7 +19,14 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from alphavae.blending import composite, from_vae_range, to_vae_range
-from alphavae.imageio import ImageReadError, list_images, load_rgba, pad_to_multiple, resize_long_side, save_png
+from alphavae.imageio import (
+    ImageReadError,
+    list_images,
+    load_rgba,
+    pad_to_multiple,
+    resize_long_side,
+    save_png,
+)
 
 
 @torch.no_grad()

@@ -1,0 +1,49 @@
+"""The generator's shape and training run configuration, apart from the trainer so that reading them (the
+command line's ``--help``) imports neither torch nor diffusers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class UNetShape:
+    """Width and depth of the denoiser. The default (≈3.9 M parameters, 7.8 MB in fp16) fits the repo budget."""
+
+    block_out_channels: tuple[int, ...] = (64, 96, 128)
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    norm_num_groups: int = 16
+
+
+
+@dataclass
+class GeneratorConfig:
+    """Everything that defines a generator training run (saved in ``generator.json`` and checkpoints)."""
+
+    vae: str = "embedded-rgba"
+    data: str | None = None  # folder of RGBA images; default: shared rgba-train
+    split: str | None = None  # split file; default: configs/split-rgba-train.json
+    image_size: int = 256
+    class_conditional: bool = True
+    cond_drop_prob: float = 0.1
+    prediction_type: str = "v_prediction"
+    num_train_timesteps: int = 1000
+    block_out_channels: tuple[int, ...] = UNetShape.block_out_channels
+    layers_per_block: int = UNetShape.layers_per_block
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 4e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    hflip: bool = True
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    max_minutes: float | None = None  # stop this call (with a checkpoint) after this long; --resume continues
+    guidance_scale: float = 2.0
+    num_inference_steps: int = 25
+    device: str = "auto"
+    notes: list[str] = field(default_factory=list)

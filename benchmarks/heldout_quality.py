@@ -1,0 +1,106 @@
+"""The shipped models on images they never trained on: the numbers the model issue's "done when" names.
+
+Sets: the openclipart held-out split (``configs/split-rgba-train.json`` of ``rgba-train``) and any out-of-domain
+folder of RGBA images (``--ood``; ``scripts/rebuild_ood_rgba.py`` makes one from ``hedgewars-data``, a package no
+training set uses). Every image: long side 256, centred on a transparent 256² square (as training sees them).
+
+* RGB VAE (``--rgb``): the white composite reconstructed — PSNR and LPIPS-Alex — beside bicubic down and up to as
+  many values as the latent holds (:func:`alphavae.vae.reconstruct.bicubic_baseline`).
+* RGBA VAE (``--rgba``): the ALPHA metric (mean PSNR and LPIPS-Alex over the 9 backgrounds, alpha PSNR) beside its
+  RGB ceiling, the RGB VAE on the opaque composite over each background (:func:`alphavae.training.ablation.rgb_ceiling`).
+
+    python benchmarks/heldout_quality.py --ood DIR --json results/heldout_quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from alphavae.blending import composite
+from alphavae.metric.alpha import alpha_metric, lpips_distance, psnr
+from alphavae.metric.backbones import load_lpips
+from alphavae.paths import configs_dir
+from alphavae.training.ablation import rgb_ceiling
+from alphavae.training.data import RGBAFolder, train_and_heldout
+from alphavae.vae.loading import load_vae
+from alphavae.vae.reconstruct import bicubic_baseline, latent_matched_factor, reconstruct
+
+SIZE = 256
+BATCH = 16
+WHITE = (1.0, 1.0, 1.0)
+
+
+def load_set(files: list[Path]) -> torch.Tensor:
+    """``(N, 4, SIZE, SIZE)`` straight-alpha images in [0, 1]."""
+    folder = RGBAFolder(files[0].parent, size=SIZE, files=files)
+    return torch.stack([folder.load(i) for i in range(len(files))])
+
+
+def rgb_scores(rgb_vae, images: torch.Tensor, lpips) -> dict[str, dict[str, float]]:
+    """PSNR and LPIPS-Alex of the RGB VAE and of the latent-matched bicubic baseline on white composites."""
+    white = composite(images, WHITE)
+    factor = latent_matched_factor(rgb_vae)
+    out = {}
+    for name, pred in (("vae", reconstruct(rgb_vae, white, BATCH)), ("bicubic", bicubic_baseline(white, factor))):
+        out[name] = {"psnr": float(psnr(pred, white).clamp(max=100).mean()),
+                     "lpips_alex": float(torch.cat([lpips_distance(lpips, pred[i:i + BATCH], white[i:i + BATCH])
+                                                    for i in range(0, len(white), BATCH)]).mean())}
+    out["bicubic"]["factor"] = factor
+    return out
+
+
+def rgba_scores(rgba_vae, rgb_vae, images: torch.Tensor, lpips) -> dict[str, float]:
+    """The RGBA VAE's ALPHA metric means and its RGB ceiling's."""
+    report = alpha_metric(reconstruct(rgba_vae, images, BATCH), images, lpips_model=lpips)
+    ceiling = rgb_ceiling(rgb_vae, images, torch.device("cpu"), lpips)["mean"]
+    return {"psnr": report.mean["psnr"], "lpips_alex": report.mean["lpips"], "alpha_psnr": report.alpha["alpha_psnr"],
+            "ceiling_psnr": ceiling["psnr"], "ceiling_lpips_alex": ceiling.get("lpips")}
+
+
+def checks(rgb: dict, rgba: dict) -> dict[str, bool]:
+    """The model issue's thresholds on one set."""
+    return {"rgb_psnr_at_least_27": rgb["vae"]["psnr"] >= 27, "rgb_lpips_at_most_0.10": rgb["vae"]["lpips_alex"] <= 0.10,
+            "rgb_at_least_bicubic_plus_5": rgb["vae"]["psnr"] >= rgb["bicubic"]["psnr"] + 5,
+            "rgba_within_1db_of_ceiling": rgba["psnr"] >= rgba["ceiling_psnr"] - 1,
+            "alpha_psnr_at_least_25": rgba["alpha_psnr"] >= 25}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rgb", default="embedded", help="SPEC of the RGB VAE")
+    parser.add_argument("--rgba", default="embedded-rgba", help="SPEC of the RGBA VAE")
+    parser.add_argument("--ood", type=Path, help="a folder of out-of-domain RGBA images")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    sets = {"openclipart held-out": train_and_heldout("rgba-train", str(configs_dir() / "split-rgba-train.json"))[1]}
+    if args.ood is not None:
+        sets[f"out-of-domain ({args.ood.name})"] = sorted(p for p in args.ood.rglob("*") if p.suffix in (".png", ".webp"))
+    rgb_vae, rgba_vae, lpips = load_vae(args.rgb), load_vae(args.rgba), load_lpips("alex")
+    result = {"rgb": args.rgb, "rgba": args.rgba, "image_size": SIZE, "sets": {}}
+    for name, files in sets.items():
+        images = load_set(files)
+        rgb, rgba = rgb_scores(rgb_vae, images, lpips), rgba_scores(rgba_vae, rgb_vae, images, lpips)
+        result["sets"][name] = {"images": len(files), "rgb_white": rgb, "rgba": rgba, "checks": checks(rgb, rgba)}
+        print(f"{name} ({len(files)} images)\n"
+              f"  RGB VAE {args.rgb}, white composites: {rgb['vae']['psnr']:.2f} dB, LPIPS-Alex {rgb['vae']['lpips_alex']:.3f}"
+              f"  (bicubic x{rgb['bicubic']['factor']:.2f}: {rgb['bicubic']['psnr']:.2f} dB, {rgb['bicubic']['lpips_alex']:.3f})\n"
+              f"  RGBA VAE {args.rgba}: mean of 9 {rgba['psnr']:.2f} dB, LPIPS-Alex {rgba['lpips_alex']:.3f}, "
+              f"alpha PSNR {rgba['alpha_psnr']:.2f} dB; RGB ceiling {rgba['ceiling_psnr']:.2f} dB\n"
+              f"  checks: {result['sets'][name]['checks']}")
+    result["seconds"] = time.perf_counter() - start
+    result["command"] = "python benchmarks/heldout_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"({result['seconds']:.0f} s on {torch.get_num_threads()} CPU threads)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
