@@ -59,7 +59,7 @@ def rgba_scores(rgba_vae, rgb_vae, images: torch.Tensor, lpips) -> dict[str, flo
     """The RGBA VAE's ALPHA metric means and its RGB ceiling's."""
     report = alpha_metric(reconstruct(rgba_vae, images, BATCH), images, lpips_model=lpips)
     ceiling = rgb_ceiling(rgb_vae, images, torch.device("cpu"), lpips)["mean"]
-    return {"psnr": report.mean["psnr"], "lpips_alex": report.mean["lpips"], "alpha_psnr": report.alpha["alpha_psnr"],
+    return {"psnr": report.mean["psnr"], "lpips_alex": report.mean["lpips"], "alpha_psnr": report.alpha["psnr"],
             "ceiling_psnr": ceiling["psnr"], "ceiling_lpips_alex": ceiling.get("lpips")}
 
 

@@ -54,7 +54,10 @@ class TrainConfig:
     loss: dict[str, Any] = field(default_factory=dict)  # fields of LossWeights; left out = paper default
     ema_decay: float | None = None  # None: no EMA; else the EMA weights are the ones saved at the end
     gradient_checkpointing: bool = False
-    compile: str = "auto"  # torch.compile + channels_last of the networks: auto (on a GPU) | on | off
+    # torch.compile + channels_last of the networks: off | on | auto (on a GPU). Off by default: measured on an H200
+    # (benchmarks/NOTES.md, "The training step"), at SD size it halves peak memory at the same speed, and at the
+    # embedded size it is slower (batch 8: 87.5 vs 98.9 images/s) after about 2 minutes of compilation.
+    compile: str = "off"
     mixed_precision: str = "auto"  # auto (bf16 on a GPU, none on a CPU) | bf16 | fp16 | no
     device: str = "auto"  # auto | cpu
     seed: int = 0
