@@ -1,7 +1,7 @@
 """How good is an RGB VAE? Reconstruction PSNR/SSIM next to the latent-matched bicubic baseline.
 
 Two test sets, both real images the VAE never trained on:
-- held-out photo crops (:func:`alphavae.vae.pretrain.split_photos` of ``rgb-photos``): centre crops of 128 and
+- held-out photo crops (:func:`alphavae.vae.pretrain_data.split_folder` of ``rgb-photos``): centre crops of 128 and
   256 px of each held-out photo at its stored size (long side 1024) and shrunk by 2 and 4, so smooth and
   detailed content both count;
 - the RGBA sample (``data/rgba-sample``), long side 256 centred on a transparent 256² square, composited
@@ -29,7 +29,7 @@ from alphavae.training.data import square_pad
 from alphavae.imageio import center_crop, list_images, load_rgba, resize_long_side
 from alphavae.metric.alpha import psnr, ssim
 from alphavae.metric.backbones import lpips_or_reason
-from alphavae.vae.pretrain import load_photo, split_photos
+from alphavae.vae.pretrain_data import load_photo, split_folder
 from alphavae.vae.reconstruct import bicubic_baseline, latent_matched_factor, reconstruct
 from alphavae.vae.loading import load_vae
 
@@ -37,7 +37,7 @@ from alphavae.vae.loading import load_vae
 def photo_crops(folder: Path, size: int, scales=(1.0, 0.5, 0.25)) -> torch.Tensor:
     """Centre ``size`` crops of every held-out photo at each scale where it fits: ``(N, 3, size, size)``."""
     crops = []
-    for path in split_photos(list_images(folder))[1]:
+    for path in split_folder(folder)[1]:
         photo = load_photo(path)[None]
         for s in scales:
             scaled = photo if s == 1 else F.interpolate(photo, scale_factor=s, mode="bicubic", antialias=True).clamp(0, 1)

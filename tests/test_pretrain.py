@@ -1,5 +1,6 @@
-"""The pretraining recipe end to end on the CPU at toy size (exact resume included), its pieces, and the
-photo-set rebuild script on a fake package tree (offline)."""
+"""The pretraining recipe end to end on the CPU at toy size (exact resume with and without the PatchGAN, a
+16-channel latent through loading and conversion), its pieces (device-side crops, the grouped held-out split),
+and the photo-set rebuild script on a fake package tree (offline)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ from safetensors import safe_open
 from alphavae.blending import composite
 from alphavae.paths import sample_dir
 from alphavae.imageio import list_images, load_rgba, resize_long_side, save_png
-from alphavae.training.checkpoint import checkpoint_step
-from alphavae.vae.pretrain import PhotoCrops, PretrainConfig, split_photos, train
+from alphavae.training.checkpoint import checkpoint_step, latest_checkpoint, load_checkpoint
+from alphavae.training.loop import read_log
+from alphavae.training.step import step_generator
+from alphavae.vae import pretrain
+from alphavae.vae.conversion import convert_to_rgba
+from alphavae.vae.pretrain import PretrainConfig, train
+from alphavae.vae.pretrain_data import PhotoCrops, image_groups, split_folder, split_photos
 from alphavae.vae.loading import load_vae
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,13 +63,82 @@ def test_crops_are_reproducible_and_in_range(tiny_photos):
         PhotoCrops(list_images(tiny_photos), 512, (1.0,), torch.device("cpu"))
 
 
-def test_recipe_runs_end_to_end_and_resumes_exactly(tiny_photos, tmp_path):
-    straight = train(toy_config(tiny_photos, tmp_path / "straight"))
+def test_device_batches_are_a_function_of_seed_and_step(tiny_photos):
+    crops = PhotoCrops(list_images(tiny_photos), 32, (1.0, 0.5), torch.device("cpu"), colour_augment=True)
+    assert crops.pixels.dtype == torch.uint8 and crops.pixels.device.type == "cpu"
+    a, b = (crops.sample(4, step_generator(0, 7, "cpu")) for _ in range(2))
+    assert torch.equal(a, b) and not torch.equal(a, crops.sample(4, step_generator(0, 8, "cpu")))
+    assert not torch.equal(a, crops.sample(4, step_generator(1, 7, "cpu")))
 
-    interrupted = toy_config(tiny_photos, tmp_path / "resumed", max_minutes=0.0)
+
+def test_crops_cut_the_window_they_say(tmp_path):
+    """Without augmentation a crop of a scale-1 copy is a window of the image itself (or its mirror)."""
+    image = torch.rand(3, 40, 50)
+    save_png(image, tmp_path / "a.png")
+    stored = load_rgba(tmp_path / "a.png")[:3]
+    crops = PhotoCrops([tmp_path / "a.png"], 32, (1.0,), torch.device("cpu"))
+    windows = stored.unfold(1, 32, 1).unfold(2, 32, 1).permute(1, 2, 0, 3, 4).reshape(-1, 3, 32, 32)
+    for crop in crops.sample(6, torch.Generator().manual_seed(0)):
+        found = [(windows - c).abs().amax(dim=(1, 2, 3)).min().item() for c in (crop, crop.flip(-1))]
+        assert min(found) < 1e-6
+
+
+def fake_corpus(folder: Path) -> dict[str, int]:
+    """A corpus-like tree: 2 photographs with 3 views each, a composite over each, and 12 sprites, every image
+    one flat grey level of its own (its identity, which a crop keeps); returns file → grey level."""
+    rows, levels = [], {}
+    for n in range(2):
+        for view in ("", "-crop0", "-crop1"):
+            rows.append((f"photo/pkg/p{n}{view}.webp", "photo", "pkg", f"p{n}.jpg", ""))
+        rows.append((f"clipart-composite/c{n}.webp", "clipart-composite", "openclipart-png", f"c{n}.png", f"pkg:p{n}.jpg"))
+    rows += [(f"sprite/game/s{n:02d}.png", "sprite", "game", f"s{n}.png", "") for n in range(12)]
+    for i, (file, *_rest) in enumerate(rows):
+        levels[file] = 10 * i + 5
+        (folder / file).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 36), (levels[file],) * 3).save(folder / file, lossless=True)
+    with (folder / "manifest.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "kind", "package", "source", "photo"])
+        writer.writerows(rows)
+    return levels
+
+
+def test_split_keeps_a_photographs_views_and_composites_together(tmp_path):
+    fake_corpus(tmp_path)
+    files, groups = list_images(tmp_path), image_groups(tmp_path)
+    train_files, held = split_photos(files, every=2, groups=groups)  # group 2 of 14 (by first path) is photograph p1
+    names = {p.relative_to(tmp_path).as_posix() for p in held}
+    assert {"clipart-composite/c1.webp", "photo/pkg/p1.webp", "photo/pkg/p1-crop0.webp", "photo/pkg/p1-crop1.webp"} <= names
+    assert not any(p.stem.split("-")[0] in ("p0", "c0") for p in held) and len(held) == 4 + 6
+    assert sorted(train_files + held) == files
+    assert [p.name for p in split_folder(tmp_path)[1]] == ["s03.png", "s09.png"]  # groups 6 and 12: 1/6 of them
+
+
+def test_heldout_images_never_reach_a_training_batch(tmp_path, monkeypatch):
+    levels = fake_corpus(tmp_path / "corpus")
+    _, held = split_folder(tmp_path / "corpus")
+    held_levels = {levels[p.relative_to(tmp_path / "corpus").as_posix()] for p in held}
+    seen = set()
+    real_loss = pretrain.vae_loss
+
+    def recording_loss(vae, x01, *args, **kwargs):
+        seen.update((x01 * 255).round().int().unique().tolist())
+        return real_loss(vae, x01, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "vae_loss", recording_loss)
+    train(toy_config(tmp_path / "corpus", tmp_path / "run", steps=6, batch_size=8, scales=(1.0,), colour_augment=False))
+    assert held_levels and seen and not seen & held_levels and seen <= set(levels.values())
+
+
+@pytest.mark.parametrize("adversarial", [{}, {"adversarial_weight": 0.5, "disc_start": 1, "log_every": 1}],
+                         ids=["plain", "patchgan"])
+def test_recipe_runs_end_to_end_and_resumes_exactly(tiny_photos, tmp_path, adversarial):
+    straight = train(toy_config(tiny_photos, tmp_path / "straight", **adversarial))
+
+    interrupted = toy_config(tiny_photos, tmp_path / "resumed", max_minutes=0.0, **adversarial)
     checkpoint = train(interrupted)  # stops after its first step, with a checkpoint
     assert checkpoint.parent.name == "checkpoints" and checkpoint_step(checkpoint) == 1
-    resumed = train(toy_config(tiny_photos, tmp_path / "resumed"), resume=True)
+    resumed = train(toy_config(tiny_photos, tmp_path / "resumed", **adversarial), resume=True)
 
     a, b = load_vae(str(straight)), load_vae(str(resumed))
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
@@ -75,7 +150,23 @@ def test_recipe_runs_end_to_end_and_resumes_exactly(tiny_photos, tmp_path):
         assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
     summary = json.loads((tmp_path / "straight" / "pretrain_summary.json").read_text())
     assert summary["steps_done"] == 4
-    assert any("held-out photos: " in n for n in summary["config"]["notes"])
+    assert any("held-out photos: 1 of 6 images" in n for n in summary["config"]["notes"])
+    if adversarial:  # the term and the discriminator's updates from disc_start (step 1, logged as done = 2) on
+        assert [("adversarial" in e, "disc_loss" in e) for e in read_log(tmp_path / "straight")] == \
+            [(False, False)] + [(True, True)] * 3
+        shared, _ = load_checkpoint(latest_checkpoint(tmp_path / "straight" / "checkpoints"))
+        assert {"discriminator", "disc_optimizer"} <= set(shared) and shared["disc_optimizer"]["state"]
+
+
+def test_a_16_channel_latent_trains_loads_and_converts(tiny_photos, tmp_path):
+    folder = train(toy_config(tiny_photos, tmp_path / "run", steps=2, latent_channels=16))
+    vae = load_vae(str(folder))
+    assert vae.config.latent_channels == 16 and vae.config.scaling_factor != 0.18215
+    with torch.no_grad():
+        assert vae.encode(torch.zeros(1, 3, 32, 32)).latent_dist.mean.shape == (1, 16, 4, 4)
+        rgba = convert_to_rgba(vae)
+        z = rgba.encode(torch.zeros(1, 4, 32, 32)).latent_dist.mean
+        assert z.shape == (1, 16, 4, 4) and rgba.decode(z).sample.shape == (1, 4, 32, 32)
 
 
 def test_a_perceptual_weight_without_lpips_weights_is_refused(tiny_photos, tmp_path, monkeypatch):

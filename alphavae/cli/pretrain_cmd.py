@@ -15,11 +15,13 @@ from alphavae.cli import CLIError
 EPILOG = """examples:
   alphavae pretrain --photos $ALPHAVAE_SHARED_DATA/rgb-photos --output runs/pretrain --steps 4000
   alphavae pretrain --photos $ALPHAVAE_SHARED_DATA/rgb-photos --output runs/pretrain --resume
-LPIPS-VGG (the perceptual term, on by default) needs `alphavae weights fetch` once; --lpips-weight 0 turns it off."""
+  alphavae pretrain --photos DIR/rgb-corpus --output runs/rgb --latent-channels 16 --lpips-net alex --adversarial-weight 0.5 --disc-start 3000
+LPIPS-VGG (the perceptual term, on by default) needs `alphavae weights fetch` once; --lpips-weight 0 turns it off.
+The PatchGAN term is off unless --adversarial-weight > 0; it starts at --disc-start. scripts/gpu_pretrain_rgb.sh is the GPU run."""
 
 _INTS = ("steps", "batch_size", "crop", "warmup", "layers_per_block", "latent_channels", "norm_num_groups", "seed",
-         "log_every", "checkpoint_every", "keep_checkpoints")
-_FLOATS = ("lr", "weight_decay", "kl_weight", "lpips_weight")
+         "log_every", "checkpoint_every", "keep_checkpoints", "disc_start")
+_FLOATS = ("lr", "weight_decay", "kl_weight", "lpips_weight", "adversarial_weight")
 
 
 def register(subparsers) -> None:
@@ -29,7 +31,7 @@ def register(subparsers) -> None:
     defaults = PretrainConfig(photos="", output="")
     p = subparsers.add_parser("pretrain", help="Pretrain the small RGB VAE (the `embedded` model) on a folder of photos.",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--photos", required=True, type=Path, help="folder of RGB photos (every 6th, sorted, is held out)")
+    p.add_argument("--photos", required=True, type=Path, help="folder (any depth) of RGB images, e.g. rgb-corpus; every 6th group of related images is held out")
     p.add_argument("--output", required=True, type=Path, help="run folder: checkpoints/, log.jsonl, embedded-vae/")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     for name in _INTS:

@@ -1,34 +1,50 @@
-"""Pretraining the project's own small RGB VAE (the ``embedded`` model) on real photos.
+"""Pretraining the project's own small RGB VAE (the ``embedded`` model) on real photos and art.
 
 AlphaVAE starts from a *pretrained* RGB VAE. Hub VAEs cannot be reached offline, so the project makes its
 own, of Stable Diffusion's family: a diffusers ``AutoencoderKL`` with 4 resolution levels (3 downsamplings,
-factor 8), 4 latent channels, a diagonal-Gaussian (KL) posterior, GroupNorm ResNet blocks, a mid-block with
-attention and the quant convs, only narrower. The recipe is SD's: reconstruction L1 + LPIPS (only when real
-weights, fetched by ``alphavae weights fetch``; a positive weight without them is an error) + a small KL to
-N(0, I), each summed over its elements and divided by the batch size; AdamW with warm-up and cosine decay, bf16
-autocast on a GPU, a fixed seed, and the checkpoints, loop and lock every trainer shares (exact resume). Training images are random crops at several scales of the photos in a folder; a few
-photos are held out for evaluation (:func:`split_photos`). The latent ``scaling_factor`` is 1 / std of the
-latents over training crops, as SD computes it, and is stored in the saved config.
+factor 8), ``latent_channels`` latent channels (SD's 4 by default; FLUX's 16 work the same way), a
+diagonal-Gaussian (KL) posterior, GroupNorm ResNet blocks, a mid-block with attention and the quant convs, only
+narrower. The recipe is SD's: reconstruction L1 + LPIPS (only when real weights, fetched by ``alphavae weights
+fetch``; a positive weight without them is an error) + a small KL to N(0, I), each summed over its elements and
+divided by the batch size, and optionally, from step ``disc_start``, a PatchGAN hinge term weighted by
+``adversarial_weight`` times the adaptive weight λ (off by default: weight 0; SD switches it on late in a long
+run, and it trades PSNR for sharpness). AdamW with warm-up and cosine decay (the discriminator: AdamW with
+betas (0.5, 0.9) at a constant ``lr``), bf16 autocast on a GPU, and the checkpoints, loop and lock every
+trainer shares.
+
+The data (:mod:`alphavae.vae.pretrain_data`) live on the training device: random crops at several scales of
+the training images, cut there by a gather. Every random number of step ``s`` comes from
+:func:`alphavae.training.step.step_generator` seeded by (seed, s), so a resumed run repeats an unbroken one
+exactly, and a step never waits for the host: the logs stay on the device until every ``log_every`` steps.
+The latent ``scaling_factor`` is 1 / std of the latents over training crops, as SD computes it, and is
+stored in the saved config.
 
 Run ``alphavae pretrain --help``; the exact command behind the shipped weights is in
-``data/models/embedded-vae/MODEL_CARD.md``. Quality is measured by ``benchmarks/embedded_vae_quality.py``.
+``data/models/embedded-vae/MODEL_CARD.md``, the GPU run in ``scripts/gpu_pretrain_rgb.sh``. Quality is
+measured by ``benchmarks/embedded_vae_quality.py``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from safetensors.torch import save
+from torch import nn
 
 from alphavae.blending import to_vae_range
-from alphavae.imageio import list_images, load_rgba
+from alphavae.losses.adversarial import (
+    PatchDiscriminator,
+    adaptive_weight,
+    generator_adversarial_loss,
+    hinge_discriminator_loss,
+)
 from alphavae.metric.backbones import lpips_or_reason
 from alphavae.training.checkpoint import (
     latest_checkpoint,
@@ -38,12 +54,11 @@ from alphavae.training.checkpoint import (
     set_rng_state,
 )
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
-from alphavae.training.optim import adamw, lr_schedule
+from alphavae.training.optim import PAPER_BETAS, adamw, lr_schedule
+from alphavae.training.step import step_generator
 from alphavae.vae.loading import torch_device
 from alphavae.vae.pretrain_config import PretrainConfig
-
-#: Every ``HELDOUT_EVERY``-th photo (sorted by path, counting from 1) is held out for evaluation.
-HELDOUT_EVERY = 6
+from alphavae.vae.pretrain_data import HELDOUT_EVERY, PhotoCrops, split_folder
 
 
 def build_vae(config: PretrainConfig) -> AutoencoderKL:
@@ -62,64 +77,6 @@ def build_vae(config: PretrainConfig) -> AutoencoderKL:
     )
 
 
-def split_photos(files: list[Path], every: int = HELDOUT_EVERY) -> tuple[list[Path], list[Path]]:
-    """Sorted files → (training, held-out): every ``every``-th file is held out, so the split is stable."""
-    files = sorted(files)
-    held = [f for i, f in enumerate(files, start=1) if i % every == 0]
-    return [f for f in files if f not in held], held
-
-
-def load_photo(path: Path) -> torch.Tensor:
-    """A photo as RGB ``(3, H, W)`` in [0, 1] (any alpha is dropped: these are opaque photos)."""
-    return load_rgba(path)[:3]
-
-
-class PhotoCrops:
-    """Random square crops at several scales from a few photos kept whole in memory (on ``device``).
-
-    Each photo is resized once per scale (antialiased bicubic); a crop is a random window of one scaled copy,
-    flipped left-right half the time. With ``colour_augment`` the colour channels are also randomly permuted
-    and, with probability 0.2, inverted: a handful of photos then cover far more colours (a VAE must encode
-    any colour, and the RGBA composites it will see are often saturated). Sampling is driven by
-    ``generator`` so a resumed run continues exactly.
-    """
-
-    def __init__(self, files: list[Path], crop: int, scales: tuple[float, ...], device: torch.device, colour_augment: bool = False):
-        if not files:
-            raise ValueError("no training photos")
-        self.crop, self.colour_augment = crop, colour_augment
-        self.levels: list[torch.Tensor] = []
-        for path in files:
-            photo = load_photo(path)[None]
-            for s in scales:
-                h, w = round(photo.shape[-2] * s), round(photo.shape[-1] * s)
-                if min(h, w) >= crop:
-                    scaled = F.interpolate(photo, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
-                    self.levels.append(scaled.clamp(0, 1)[0].to(device))
-        if not self.levels:
-            raise ValueError(f"every photo is smaller than the crop size {crop} at every scale")
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """A batch ``(B, 3, crop, crop)`` in [0, 1]."""
-        which = torch.randint(len(self.levels), (batch_size,), generator=generator).tolist()
-        corner = torch.rand(batch_size, 2, generator=generator).tolist()
-        flip = (torch.rand(batch_size, generator=generator) < 0.5).tolist()
-        perms = torch.rand(batch_size, 3, generator=generator).argsort(1)
-        invert = torch.rand(batch_size, generator=generator) < 0.2
-        crops = []
-        for i, (u, v) in zip(which, corner):
-            image = self.levels[i]
-            top = int(u * (image.shape[-2] - self.crop + 1))
-            left = int(v * (image.shape[-1] - self.crop + 1))
-            crops.append(image[:, top : top + self.crop, left : left + self.crop])
-        batch = torch.stack(crops)
-        batch = torch.where(torch.tensor(flip, device=batch.device).view(-1, 1, 1, 1), batch.flip(-1), batch)
-        if self.colour_augment:
-            batch = batch.gather(1, perms.to(batch.device).view(-1, 3, 1, 1).expand_as(batch))
-            batch = torch.where(invert.to(batch.device).view(-1, 1, 1, 1), 1 - batch, batch)
-        return batch
-
-
 def load_perceptual(config: PretrainConfig, device: torch.device):
     """LPIPS-``config.lpips_net`` on the fetched ImageNet backbone, or None when its weight is 0.
 
@@ -133,28 +90,48 @@ def load_perceptual(config: PretrainConfig, device: torch.device):
     return model
 
 
-def vae_loss(vae: AutoencoderKL, x01: torch.Tensor, config: PretrainConfig, lpips_model=None) -> tuple[torch.Tensor, dict[str, float]]:
-    """SD's VAE objective on a batch in [0, 1]: (L1 + w·LPIPS) summed per image + kl_weight · KL, over the batch."""
+def vae_loss(vae: AutoencoderKL, x01: torch.Tensor, config: PretrainConfig, generator: torch.Generator,
+             lpips_model=None, discriminator: nn.Module | None = None
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """SD's VAE objective on a batch in [0, 1]: L_rec = (L1 + w·LPIPS) summed per image, + kl_weight · KL, over
+    the batch, + (with ``discriminator``) adversarial_weight · λ · L_GAN. Returns ``(loss, logs, recon)``: logs
+    are detached 0-dim tensors (read them back rarely), ``recon`` is in [-1, 1]. The posterior noise comes from
+    ``generator``."""
     x = to_vae_range(x01)
     posterior = vae.encode(x).latent_dist
-    recon = vae.decode(posterior.sample()).sample
+    recon = vae.decode(posterior.sample(generator=generator)).sample.float()  # losses in fp32 under autocast
     batch = x.shape[0]
-    l1 = (recon.float() - x.float()).abs().sum() / batch
-    kl = posterior.kl().float().sum() / batch
-    loss = l1 + config.kl_weight * kl
-    logs = {"l1_per_px": l1.item() / x[0].numel(), "kl": kl.item()}
+    rec = (recon - x).abs().sum() / batch
+    logs = {"l1_per_px": rec.detach() / x[0].numel()}
     if lpips_model is not None:
-        perceptual = lpips_model(recon.float(), x.float()).sum() / batch
-        loss = loss + config.lpips_weight * perceptual * x[0].numel()  # SD broadcasts LPIPS over every element
-        logs["lpips"] = perceptual.item()
-    logs["loss"] = loss.item()
-    return loss, logs
+        perceptual = lpips_model(recon, x).sum() / batch
+        rec = rec + config.lpips_weight * perceptual * x[0].numel()  # SD broadcasts LPIPS over every element
+        logs["lpips"] = perceptual.detach()
+    kl = posterior.kl().float().sum() / batch
+    loss = rec + config.kl_weight * kl
+    logs["kl"] = kl.detach()
+    if discriminator is not None:
+        gan = generator_adversarial_loss(discriminator(recon))
+        lam = adaptive_weight(rec, gan, vae.decoder.conv_out.weight)
+        loss = loss + config.adversarial_weight * lam * gan
+        logs["adversarial"], logs["adaptive_weight"] = gan.detach(), lam
+    logs["loss"] = loss.detach()
+    return loss, logs, recon
+
+
+def discriminator_loss(discriminator: nn.Module, x01: torch.Tensor, recon: torch.Tensor
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The PatchGAN's hinge loss on the real batch (in [0, 1]) and the detached reconstruction (in [-1, 1])."""
+    loss = hinge_discriminator_loss(discriminator(to_vae_range(x01)), discriminator(recon.detach()))
+    return loss, {"disc_loss": loss.detach()}
 
 
 @torch.no_grad()
 def latent_scaling_factor(vae: AutoencoderKL, crops: PhotoCrops, n_batches: int, batch_size: int, generator: torch.Generator) -> float:
-    """1 / std of posterior samples over training crops (Stable Diffusion's ``scale_by_std``)."""
-    latents = [vae.encode(to_vae_range(crops.sample(batch_size, generator))).latent_dist.sample().float() for _ in range(n_batches)]
+    """1 / std of posterior samples over training crops (Stable Diffusion's ``scale_by_std``); ``generator``
+    (on the crops' device) draws the crops and the posterior noise."""
+    latents = [vae.encode(to_vae_range(crops.sample(batch_size, generator))).latent_dist.sample(generator=generator).float()
+               for _ in range(n_batches)]
     return float(1.0 / torch.cat(latents).std())
 
 
@@ -180,15 +157,20 @@ def _train(config: PretrainConfig, output: Path, resume: bool) -> Path:
     device = torch_device(config.device)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
 
-    train_files, held_out = split_photos(list_images(config.photos))
+    train_files, held_out = split_folder(config.photos)
     crops = PhotoCrops(train_files, config.crop, tuple(config.scales), device, config.colour_augment)
     vae = build_vae(config).to(device).train()
     optimizer = adamw(vae.parameters(), config.lr, weight_decay=config.weight_decay)
     scheduler = lr_schedule(optimizer, config.lr_schedule, config.warmup, config.steps)
+    discriminator = PatchDiscriminator(in_channels=3).to(device).train() if config.adversarial_weight > 0 else None
+    disc_optimizer = (adamw(discriminator.parameters(), config.lr, betas=PAPER_BETAS, weight_decay=config.weight_decay)
+                      if discriminator is not None else None)
     lpips_model = load_perceptual(config, device)
-    config.notes = [f"held-out photos: {', '.join(p.name for p in held_out) or 'none'}"]
+    config.notes = [f"held-out photos: {len(held_out)} of {len(train_files) + len(held_out)} images (every "
+                    f"{HELDOUT_EVERY}th group of related images, alphavae.vae.pretrain_data.split_folder)"]
+    if crops.skipped:
+        config.notes.append(f"{crops.skipped} training images are smaller than the {config.crop} px crop at every scale: unused")
 
     ckpt_root = output / "checkpoints"
     found = latest_checkpoint(ckpt_root) if resume else None
@@ -198,7 +180,12 @@ def _train(config: PretrainConfig, output: Path, resume: bool) -> Path:
         vae.load_state_dict(shared["model"])
         optimizer.load_state_dict(shared["optimizer"])
         scheduler.load_state_dict(shared["scheduler"])
-        set_rng_state(local["rng"], {"crops": generator})
+        if discriminator is not None and "discriminator" in shared:
+            discriminator.load_state_dict(shared["discriminator"])
+            disc_optimizer.load_state_dict(shared["disc_optimizer"])
+        elif discriminator is not None:
+            config.notes.append(f"the checkpoint {found.name} has no discriminator: a fresh one starts here")
+        set_rng_state(local["rng"])
         step = int(shared["step"])
         print(f"resumed from {found} at step {step}")
     for note in config.notes:
@@ -208,24 +195,41 @@ def _train(config: PretrainConfig, output: Path, resume: bool) -> Path:
     began = time.monotonic()
     last: dict[str, float] = {}
 
-    def one_step(_: int) -> dict[str, float]:
+    def one_step(s: int) -> dict[str, torch.Tensor]:
+        generator = step_generator(config.seed, s, device)
+        adversarial = discriminator if discriminator is not None and s >= config.disc_start else None
+        x01 = crops.sample(config.batch_size, generator)
         with autocast:
-            loss, logs = vae_loss(vae, crops.sample(config.batch_size, generator), config, lpips_model)
+            loss, logs, recon = vae_loss(vae, x01, config, generator, lpips_model, adversarial)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if adversarial is not None:
+            with autocast:
+                disc_loss, disc_logs = discriminator_loss(adversarial, x01, recon)
+            disc_optimizer.zero_grad(set_to_none=True)
+            disc_loss.backward()
+            disc_optimizer.step()
+            logs.update(disc_logs)
         return logs
 
-    def write_log(done: int, logs: dict[str, float]) -> str:
-        last.update(logs)
-        log.write({"step": done, **logs, "lr": scheduler.get_last_lr()[0]})
-        return f"l1={logs['l1_per_px']:.4f} kl={logs['kl']:.0f}"
+    def write_log(done: int, logs: dict[str, torch.Tensor]) -> str:
+        values = dict(zip(logs, torch.stack([v.float() for v in logs.values()]).tolist()))  # one host sync
+        if not math.isfinite(values["loss"]):
+            raise FloatingPointError(f"pretraining diverged by step {done}: {values}")
+        last.update(values)
+        log.write({"step": done, **values, "lr": scheduler.get_last_lr()[0]})
+        return f"l1={values['l1_per_px']:.4f} kl={values['kl']:.0f}"
 
     def checkpoint(done: int) -> None:
-        state = lambda: {"step": done, "model": vae.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "config": asdict(config)}
-        save_checkpoint(ckpt_root, done, state, {"rng": rng_state({"crops": generator})}, config.keep_checkpoints)
+        def state() -> dict:
+            shared = {"step": done, "model": vae.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "config": asdict(config)}
+            if discriminator is not None:
+                shared |= {"discriminator": discriminator.state_dict(), "disc_optimizer": disc_optimizer.state_dict()}
+            return shared
+        save_checkpoint(ckpt_root, done, state, {"rng": rng_state()}, config.keep_checkpoints)
 
     plan = LoopPlan(config.steps, config.log_every, config.checkpoint_every, max_minutes=config.max_minutes)
     step = run_steps(plan, step, one_step, write_log, checkpoint, "pretrain")
@@ -235,7 +239,8 @@ def _train(config: PretrainConfig, output: Path, resume: bool) -> Path:
 
     vae.eval()
     crops.colour_augment = False  # the latent statistics of the photos as they are
-    scale = latent_scaling_factor(vae, crops, n_batches=16, batch_size=32, generator=torch.Generator().manual_seed(config.seed + 1))
+    scale = latent_scaling_factor(vae, crops, n_batches=16, batch_size=32,
+                                  generator=torch.Generator(device=device).manual_seed(config.seed + 1))
     vae.register_to_config(scaling_factor=scale, shift_factor=None)
     final = save_fp16(vae, output / "embedded-vae")
     summary = {"config": asdict(config), "steps_done": step, "scaling_factor": scale, "final_logs": last,

@@ -23,7 +23,9 @@ class PretrainConfig:
     weight_decay: float = 0.01
     kl_weight: float = 1e-6
     lpips_weight: float = 1.0
-    lpips_net: str = "vgg"  # SD's VAE was trained with LPIPS-VGG
+    lpips_net: str = "vgg"  # SD's VAE was trained with LPIPS-VGG; "alex" is lighter to carry and to run
+    adversarial_weight: float = 0.0  # PatchGAN hinge term (times the adaptive weight); 0 leaves it out
+    disc_start: int = 2000  # first step with the adversarial term and discriminator updates
     block_out_channels: tuple[int, ...] = (32, 64, 128, 128)
     layers_per_block: int = 1
     latent_channels: int = 4
