@@ -9,7 +9,7 @@ training set uses). Every image: long side 256, centred on a transparent 256² s
 * RGBA VAE (``--rgba``): the ALPHA metric (mean PSNR and LPIPS-Alex over the 9 backgrounds, alpha PSNR) beside its
   RGB ceiling, the RGB VAE on the opaque composite over each background (:func:`alphavae.training.ablation.rgb_ceiling`).
 
-    python benchmarks/heldout_quality.py --ood DIR --json results/heldout_quality.json
+    python benchmarks/heldout_quality.py --ood DIR --json benchmarks/results/heldout_quality.json
 """
 
 from __future__ import annotations

@@ -152,6 +152,15 @@ def run_row(row: str, steps: int, warmup: int, lpips_net: str) -> dict:
             "lpips_net": lpips_net, "notes": setup.notes}
 
 
+def count_flops(row: str, lpips_net: str) -> int:
+    """FLOPs of one step of ``row`` (after one step of warm-up), counted by FlopCounterMode."""
+    step = prepare_row(row, 2, lpips_net)[-1]
+    step(0)
+    with FlopCounterMode(display=False) as counter:
+        step(1)
+    return counter.get_total_flops()
+
+
 def finish(rows: list[dict]) -> list[dict]:
     """Fill in optimised rows' FLOPs from their eager rows, then achieved TFLOP/s and both MFUs."""
     eager = {(r["model"], r["batch"]): r["flops_per_step"] for r in rows if r["name"] == "eager"}
@@ -174,10 +183,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="steps before timing (compilation happens here)")
     parser.add_argument("--lpips-net", default="vgg", choices=("vgg", "alex"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--count-flops", action="store_true",
+                        help="only count each row's FLOPs per image (one step at batch 1; runs on a CPU too)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row in this process, print its JSON
     args = parser.parse_args()
     if args.one:
         print("ROW " + json.dumps(run_row(args.one, args.steps, args.warmup, args.lpips_net)), flush=True)
+        return
+    if args.count_flops:
+        for row in args.rows.split(","):
+            name, model, _ = row.split(":")
+            print(f"{name}:{model}: {count_flops(f'{name}:{model}:1', args.lpips_net) / 1e12:.4f} TFLOP per image", flush=True)
         return
     rows = []
     for row in args.rows.split(","):
