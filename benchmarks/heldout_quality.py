@@ -9,7 +9,7 @@ training set uses). Every image: long side 256, centred on a transparent 256² s
 * RGBA VAE (``--rgba``): the ALPHA metric (mean PSNR and LPIPS-Alex over the 9 backgrounds, alpha PSNR) beside its
   RGB ceiling, the RGB VAE on the opaque composite over each background (:func:`alphavae.training.ablation.rgb_ceiling`).
 
-    python benchmarks/heldout_quality.py --ood DIR --json benchmarks/results/heldout_quality.json
+    python benchmarks/heldout_quality.py --ood DIR --json heldout.json
 """
 
 from __future__ import annotations
@@ -76,10 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rgb", default="embedded", help="SPEC of the RGB VAE")
     parser.add_argument("--rgba", default="embedded-rgba", help="SPEC of the RGBA VAE")
     parser.add_argument("--ood", type=Path, help="a folder of out-of-domain RGBA images")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-heldout", action="store_true", help="score only the --ood folder")
+    parser.add_argument("--json", type=Path, help="written after each set (a stopped run keeps what it scored)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    sets = {"openclipart held-out": train_and_heldout("rgba-train", str(configs_dir() / "split-rgba-train.json"))[1]}
+    sets = {} if args.no_heldout else {
+        "openclipart held-out": train_and_heldout("rgba-train", str(configs_dir() / "split-rgba-train.json"))[1]}
+    if args.ood is None and args.no_heldout:
+        parser.error("--no-heldout needs --ood DIR")
     if args.ood is not None:
         sets[f"out-of-domain ({args.ood.name})"] = sorted(p for p in args.ood.rglob("*") if p.suffix in (".png", ".webp"))
     rgb_vae, rgba_vae, lpips = load_vae(args.rgb), load_vae(args.rgba), load_lpips("alex")
@@ -93,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
               f"  (bicubic x{rgb['bicubic']['factor']:.2f}: {rgb['bicubic']['psnr']:.2f} dB, {rgb['bicubic']['lpips_alex']:.3f})\n"
               f"  RGBA VAE {args.rgba}: mean of 9 {rgba['psnr']:.2f} dB, LPIPS-Alex {rgba['lpips_alex']:.3f}, "
               f"alpha PSNR {rgba['alpha_psnr']:.2f} dB; RGB ceiling {rgba['ceiling_psnr']:.2f} dB\n"
-              f"  checks: {result['sets'][name]['checks']}")
-    result["seconds"] = time.perf_counter() - start
-    result["command"] = "python benchmarks/heldout_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+              f"  checks: {result['sets'][name]['checks']}", flush=True)
+        result["seconds"] = time.perf_counter() - start
+        result["command"] = "python benchmarks/heldout_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"({result['seconds']:.0f} s on {torch.get_num_threads()} CPU threads)")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

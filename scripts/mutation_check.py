@@ -154,10 +154,10 @@ MUTATIONS: tuple[Mutation, ...] = (
              "(g_rec.norm() / (g_gan.norm() + eps))", "(g_gan.norm() / (g_rec.norm() + eps))",
              (f"{LX}::test_adaptive_weight_is_the_norm_ratio_with_epsilon_1e_4",)),
     Mutation("adaptive_weight_clamp", "alphavae/losses/adversarial.py",
-             "eps: float = 1e-4, max_weight: float = 1e4", "eps: float = 1e-4, max_weight: float = 1e5",
+             "ADAPTIVE_MAX = 1e4", "ADAPTIVE_MAX = 1e5",
              (f"{LX}::test_adaptive_weight_is_clamped_at_1e4",)),
     Mutation("adaptive_weight_epsilon", "alphavae/losses/adversarial.py",
-             "eps: float = 1e-4, max_weight: float = 1e4", "eps: float = 1e-8, max_weight: float = 1e4",
+             "ADAPTIVE_EPS = 1e-4", "ADAPTIVE_EPS = 1e-8",
              (f"{LX}::test_adaptive_weight_is_the_norm_ratio_with_epsilon_1e_4",)),
     Mutation("hinge_fake_sign", "alphavae/losses/adversarial.py",
              "torch.relu(1 + logits_fake).mean()", "torch.relu(1 - logits_fake).mean()",
@@ -189,7 +189,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              (f"{LX}::test_objective_decodes_a_posterior_sample_when_asked",)),
     # --- blend augmentation ----------------------------------------------------------------------------------
     Mutation("blend_probability_inverted", "alphavae/losses/augmentation.py",
-             "chosen = (torch.rand(n, generator=generator) < p)", "chosen = (torch.rand(n, generator=generator) > p)",
+             "chosen = torch.rand(n, generator=generator, device=device) < p",
+             "chosen = torch.rand(n, generator=generator, device=device) > p",
              (f"{L}::test_blend_augment_probability_colours_and_reproducibility",)),
     Mutation("blend_p_default", "alphavae/losses/augmentation.py",
              "BLEND_P = 0.3", "BLEND_P = 0.5",
@@ -217,6 +218,16 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("class_list_not_cycled", "alphavae/generation/sampler.py",
              "names.index(wanted[i % len(wanted)])", "names.index(wanted[0])",
              ("tests/test_generate_pixels.py::test_cli_pngs_equal_the_in_process_sampler",)),
+    # --- the trainer's step ----------------------------------------------------------------------------------
+    Mutation("step_surrogate_without_adversarial_weight", "alphavae/training/step.py",
+             "return lam, g_rec + self.objective.weights.adversarial * lam * g_gan", "return lam, g_rec + lam * g_gan",
+             ("tests/test_training_step.py::test_the_step_gives_the_reference_losses_and_weights",)),
+    Mutation("step_reference_kl_from_the_image_latents", "alphavae/training/step.py",
+             "q = DiagonalGaussianDistribution(moments[n:])", "q = DiagonalGaussianDistribution(moments[:n].repeat(2, 1, 1, 1))",
+             ("tests/test_training_step.py::test_the_step_gives_the_reference_losses_and_weights",)),
+    Mutation("step_draws_not_sliced_like_the_batch", "alphavae/training/step.py",
+             "part = slice(rank, None, world_size)", "part = slice(rank * (global_batch // world_size), (rank + 1) * (global_batch // world_size))",
+             ("tests/test_training_step.py::test_global_draws_split_like_the_batch_over_processes",)),
 )
 
 
