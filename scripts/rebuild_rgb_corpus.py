@@ -25,7 +25,8 @@ wallpaper packages was checked by eye on a contact sheet). Rules, in order:
 * everything is stored as lossy WebP quality :data:`WEBP_QUALITY` (fine for RGB pretraining, several times smaller
   than lossless); if the total passes ``--max-mb``, the images last in seeded rank are dropped until it fits.
 
-Never taken: :data:`alphavae.training.debian_sources.RESERVED` (kept for independent evaluation), the out-of-domain
+Never taken: :data:`alphavae.training.debian_sources.RESERVED` (kept for independent evaluation), files named after
+one (:data:`~alphavae.training.debian_sources.RESERVED_NAMES`, e.g. an icon theme's ``apps/wesnoth.png``), the out-of-domain
 RGBA package (:data:`~alphavae.training.debian_sources.OOD_PACKAGE`) and ``openclipart-png`` itself; listing one is
 refused. The output is deterministic: two runs write identical files. ``manifest.csv`` beside the images (committed
 as ``data/rgb-corpus-manifest.csv``) gives each file's package, version, source, declared licence, kind and size.
@@ -152,7 +153,7 @@ def list_sources(package: str, tree: Path, rules: tuple[tuple[str, str | None], 
     for file in deb.image_files(tree):
         path = file.relative_to(tree).as_posix()
         kind = kind_of(rules, path)
-        if kind is None:
+        if kind is None or deb.names_reserved(path):
             continue
         with Image.open(file) as im:
             if min(im.size) < MIN_SIDE:

@@ -171,6 +171,18 @@ def test_the_shipped_corpus_manifest_has_its_columns():
     assert len(rows) >= 3000 and {r["kind"] for r in rows} == set(corpus.KINDS)
     assert not any(r["package"].startswith("wesnoth") or r["package"] in deb.RESERVED + (deb.OOD_PACKAGE,)
                    for r in rows)
+    assert not any(deb.names_reserved(r["source"]) for r in rows)  # no icon theme's drawing of a reserved app
+
+
+def test_files_named_after_a_reserved_package_are_not_sources(tmp_path):
+    assert deb.names_reserved("usr/share/icons/Moka/256x256@2x/apps/wesnoth-map-editor.png")
+    assert deb.names_reserved("usr/share/icons/Moka/256x256@2x/apps/Oxygen.png")
+    assert deb.names_reserved("icons/apps/noto-color-emoji.png")
+    assert not deb.names_reserved("usr/share/icons/Moka/256x256@2x/apps/gimp.png")
+    root = _fake_package(tmp_path)
+    _save(tmp_path / "usr/share/fake/data/icons/128x128/apps/wesnoth.png", _sprite(np.random.default_rng(5), 128, 128))
+    listed = [s.path for s in corpus.list_sources("fake-data", root, SOURCES["fake-data"])]
+    assert listed and not any("wesnoth" in path for path in listed)
 
 
 def test_the_ood_set_keeps_rgba_train_s_rule(tmp_path):

@@ -29,6 +29,9 @@ from alphavae.training.openclipart import FetchError, download_deb
 
 #: Packages no training set may take images from: kept for independent evaluation (glob patterns).
 RESERVED = ("wesnoth*", "fonts-noto-color-emoji", "oxygen-icon-theme")
+#: File names (stems, lower case) no training set may take even from another package: an icon theme's own drawing of
+#: a reserved package's application icon is not that package's image, but it depicts it; keeping it out leaves no doubt.
+RESERVED_NAMES = ("wesnoth*", "oxygen*", "*emoji*")
 #: The one package the out-of-domain RGBA evaluation set comes from (game sprites); no training set uses it.
 OOD_PACKAGE = "hedgewars-data"
 #: Image files a source package may hold (what Pillow opens without extra plugins).
@@ -49,6 +52,12 @@ def refuse_reserved(packages: Iterable[str], also: Iterable[str] = ()) -> None:
                 raise ReservedPackageError(
                     f"{package}: reserved for independent evaluation (matches {pattern!r}); no training set "
                     "may take images from it")
+
+
+def names_reserved(path: str) -> bool:
+    """Whether the file at ``path`` (inside a package) is named after a reserved package (:data:`RESERVED_NAMES`)."""
+    stem = PurePosixPath(path).stem.lower()
+    return any(fnmatch.fnmatchcase(stem, pattern) for pattern in RESERVED_NAMES)
 
 
 def unpack_deb(deb: Path, dest: Path) -> Path:
