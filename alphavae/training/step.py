@@ -125,9 +125,9 @@ class GeneratorLoss(nn.Module):
                          gan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(λ, ∂L/∂x̂ of L_rec + w·λ·L_GAN). The discriminator's parameters get no gradient (only x̂'s is taken)."""
         rec_terms = [weighted[t] for t in REC_TERMS if t in weighted]
-        g_gan = torch.autograd.grad(gan, recon)[0]
-        if not rec_terms:  # λ is 0 by its definition when nothing reconstructs
+        if not rec_terms:  # λ is 0 by its definition when nothing reconstructs: no backward through D needed
             return torch.zeros((), device=recon.device), torch.zeros_like(recon)
+        g_gan = torch.autograd.grad(gan, recon)[0]
         g_rec = torch.autograd.grad(sum(rec_terms), recon)[0]
         last = self.vae.decoder.conv_out.weight
         w_grads = torch.stack([torch.autograd.grad(recon, last, g, retain_graph=True)[0].float() for g in (g_rec, g_gan)])
