@@ -72,13 +72,13 @@ def official_step(setup, batch: torch.Tensor, step: int) -> dict[str, float]:
     x01 = blend_augment(batch.to(acc.device), setup.weights.blend_p, choices=choices)
     objective.generator = generator  # the posterior noise: the step's next draw
     with acc.autocast():
-        loss, logs, recon01 = objective.generator_step(setup.model, x01, step)
+        loss, logs, recon = objective.generator_step(setup.model, x01, step)
     setup.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     setup.optimizer.step()
     setup.scheduler.step()
     with acc.autocast():
-        d_loss, d_logs = objective.discriminator_step(recon01, x01, step)
+        d_loss, d_logs = objective.discriminator_step(recon, x01, step)
     setup.disc_optimizer.zero_grad(set_to_none=True)
     d_loss.backward()
     setup.disc_optimizer.step()

@@ -59,16 +59,16 @@ def run(fast: bool, weights: LossWeights = WEIGHTS) -> tuple[list[dict[str, floa
         x01 = blend_augment(batch, weights.blend_p, choices=choices)
         adversarial = objective.active("adversarial", step)
         if fast:
-            loss, logs, recon01 = gen_loss(x01, noise, adversarial)
+            loss, logs, recon = gen_loss(x01, noise, adversarial)
             logs = {k: float(v) for k, v in logs.items()}
         else:
             objective.generator = torch.Generator().manual_seed(100 + step)
-            loss, logs, recon01 = objective.generator_step(vae, x01, step)
+            loss, logs, recon = objective.generator_step(vae, x01, step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if adversarial:
-            d_loss, d_logs = (disc_loss(x01, recon01) if fast else objective.discriminator_step(recon01, x01, step))
+            d_loss, d_logs = (disc_loss(x01, recon) if fast else objective.discriminator_step(recon, x01, step))
             disc_optimizer.zero_grad()
             d_loss.backward()
             disc_optimizer.step()
@@ -127,3 +127,31 @@ def test_divergence_watch_names_the_first_bad_step_without_reading_back_each_ste
     fresh.update(0, finite)
     fresh.update(1, {**finite, "disc/loss": torch.tensor(0.5)})  # the discriminator switches on
     assert fresh.first() is None
+
+
+def test_the_discriminator_step_scores_the_reconstruction_the_adversarial_term_scored():
+    """D must be trained on exactly what the VAE's adversarial term shows it: the unclamped reconstruction.
+
+    A clamped copy hides every value outside [-1, 1] from D, so the VAE can fool D there unopposed (the bug of
+    the first 5,000-step run: the generator's hinge term read D(x̂) ≈ +6.5 while D's own step read −3.5).
+    The VAE here is scaled to overshoot [-1, 1]; both formulations are checked.
+    """
+    vae, objective = build_objective(tiny_rgb_vae(), WEIGHTS, "cpu", None, disc_channels=8)
+    with torch.no_grad():
+        vae.decoder.conv_out.weight.mul_(50)
+    seen: list[torch.Tensor] = []
+    hook = objective.discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    x01 = images()
+    for name, (generator_step, discriminator_step) in {
+        "reference": (lambda: objective.generator_step(vae, x01, 1), lambda r: objective.discriminator_step(r, x01, 1)),
+        "step": (lambda: GeneratorLoss(vae, objective)(x01, None, True), lambda r: DiscriminatorLoss(objective.discriminator)(x01, r)),
+    }.items():
+        seen.clear()
+        _, _, recon = generator_step()
+        shown = seen[-1]
+        assert shown.abs().max() > 1.5, f"{name}: the test VAE should overshoot [-1, 1]"
+        discriminator_step(recon)
+        real, fake = seen[-2], seen[-1]
+        torch.testing.assert_close(real, x01 * 2 - 1)
+        torch.testing.assert_close(fake, shown, rtol=0, atol=0, msg=f"{name}: D trained on another tensor than the one the VAE's term scored")
+    hook.remove()

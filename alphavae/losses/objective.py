@@ -17,7 +17,7 @@ import torch
 from diffusers import AutoencoderKL
 from torch import nn
 
-from alphavae.blending import from_vae_range, to_vae_range
+from alphavae.blending import to_vae_range
 from alphavae.losses import adversarial as adv
 from alphavae.losses import augmentation as aug
 from alphavae.losses import kl as kl_terms
@@ -139,10 +139,13 @@ class AlphaVAEObjective:
 
     def generator_step(self, vae: AutoencoderKL, x01: torch.Tensor, step: int,
                        last_layer_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        """Loss for the VAE on a batch ``(B, 4, H, W)`` in [0, 1]; returns ``(loss, logs, recon01)``.
+        """Loss for the VAE on a batch ``(B, 4, H, W)`` in [0, 1]; returns ``(loss, logs, recon)``.
 
         ``last_layer_weight`` (default: the decoder's ``conv_out.weight``) is W of the adaptive weight.
-        ``recon01`` is the reconstruction in [0, 1] (clamped), for the discriminator step and display.
+        ``recon`` is the decoder's output as the losses saw it: in [-1, 1] space, *unclamped* (detached). The
+        discriminator step must score exactly this tensor: trained on a clamped copy, D never sees the values
+        outside [-1, 1] that its adversarial gradient then pushes the VAE towards (measured: reconstruction
+        error ×1.6 over a 5,000-step run, ``benchmarks/NOTES.md``). Show it with :func:`alphavae.blending.from_vae_range`.
         """
         x = to_vae_range(x01)
         posterior = vae.encode(x).latent_dist
@@ -168,7 +171,7 @@ class AlphaVAEObjective:
             logs[f"loss/{term}"] = float(raw[term].detach())
             logs[f"weighted/{term}"] = float(weighted[term].detach())
         logs["total"] = float(loss.detach())
-        return loss, logs, from_vae_range(recon)
+        return loss, logs, recon.detach()
 
     def _adversarial(self, vae: AutoencoderKL, recon: torch.Tensor, weighted: dict[str, torch.Tensor],
                      last_layer_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -189,15 +192,16 @@ class AlphaVAEObjective:
             lam = torch.zeros((), device=recon.device)
         return gan, self.weights.adversarial * lam * gan, float(lam)
 
-    def discriminator_step(self, recon01: torch.Tensor, x01: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Hinge loss of the discriminator on real ``x01`` and reconstructed ``recon01`` (both [0, 1]).
+    def discriminator_step(self, recon: torch.Tensor, x01: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Hinge loss of the discriminator on real ``x01`` (in [0, 1]) and the reconstruction ``recon`` exactly as
+        :meth:`generator_step` returned it (in [-1, 1] space, unclamped: what the adversarial term scored).
 
         Before ``disc_start`` (or without a discriminator) returns a zero tensor that needs no backward.
         """
         if not self.active("adversarial", step):
             return torch.zeros((), device=x01.device), {}
         real = self.discriminator(to_vae_range(x01))
-        fake = self.discriminator(to_vae_range(recon01.detach()))
+        fake = self.discriminator(recon.detach())
         loss = adv.hinge_discriminator_loss(real, fake)
         return loss, {"disc/loss": float(loss.detach()), "disc/logits_real": float(real.detach().mean()),
                       "disc/logits_fake": float(fake.detach().mean())}

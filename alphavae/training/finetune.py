@@ -44,12 +44,12 @@ def finetune_steps(vae: AutoencoderKL, images01: torch.Tensor, objective: AlphaV
         for step in range(steps):
             pick = torch.randint(len(images01), (min(batch_size, len(images01)),), generator=generator)
             x01 = blend_augment(images01[pick.to(device)], objective.weights.blend_p, generator)
-            loss, logs, recon01 = objective.generator_step(vae, x01, step)
+            loss, logs, recon = objective.generator_step(vae, x01, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if disc_optimizer is not None and objective.active("adversarial", step):
-                d_loss, d_logs = objective.discriminator_step(recon01.detach(), x01, step)
+                d_loss, d_logs = objective.discriminator_step(recon, x01, step)
                 disc_optimizer.zero_grad(set_to_none=True)
                 d_loss.backward()
                 disc_optimizer.step()

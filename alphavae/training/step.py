@@ -34,7 +34,7 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
-from alphavae.blending import from_vae_range, to_vae_range
+from alphavae.blending import to_vae_range
 from alphavae.losses import adversarial as adv
 from alphavae.losses import kl as kl_terms
 from alphavae.losses import perceptual as perc
@@ -65,7 +65,7 @@ def global_draws(generator: torch.Generator, global_batch: int, blend_p: float, 
 class GeneratorLoss(nn.Module):
     """The VAE's loss of one step as one module (its only submodule is the trainable VAE, which DDP wraps).
 
-    ``forward(x01, noise, adversarial)`` returns ``(backward_loss, logs, recon01)``: ``backward_loss`` has the
+    ``forward(x01, noise, adversarial)`` returns ``(backward_loss, logs, recon)``: ``backward_loss`` has the
     objective's gradient (equal to the loss itself when the adversarial term is off); ``logs`` are detached
     0-dim tensors (``loss/…``, ``weighted/…``, ``adaptive_weight``, ``total``: the true loss value).
     """
@@ -119,7 +119,7 @@ class GeneratorLoss(nn.Module):
             logs[f"loss/{term}"] = value.detach()
             logs[f"weighted/{term}"] = weighted[term].detach()
         logs["total"] = loss.detach()
-        return backward_loss, logs, from_vae_range(recon)
+        return backward_loss, logs, recon.detach()  # unclamped: what D scored (see generator_step)
 
     def _adaptive_weight(self, recon: torch.Tensor, weighted: dict[str, torch.Tensor],
                          gan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +138,8 @@ class GeneratorLoss(nn.Module):
 
 
 class DiscriminatorLoss(nn.Module):
-    """The discriminator's hinge loss as one module (DDP wraps it): ``forward(x01, recon01) → (loss, logs)``.
+    """The discriminator's hinge loss as one module (DDP wraps it): ``forward(x01, recon) → (loss, logs)``, ``recon``
+    as :class:`GeneratorLoss` returned it (in [-1, 1] space, unclamped).
 
     Real and reconstructed images are scored in two calls, as the reference does (BatchNorm statistics per call).
     """
@@ -147,9 +148,9 @@ class DiscriminatorLoss(nn.Module):
         super().__init__()
         self.discriminator = discriminator
 
-    def forward(self, x01: torch.Tensor, recon01: torch.Tensor):
+    def forward(self, x01: torch.Tensor, recon: torch.Tensor):
         real = self.discriminator(to_vae_range(x01))
-        fake = self.discriminator(to_vae_range(recon01.detach()))
+        fake = self.discriminator(recon.detach())
         loss = adv.hinge_discriminator_loss(real, fake)
         logs = {"disc/loss": loss.detach(), "disc/logits_real": real.detach().float().mean(),
                 "disc/logits_fake": fake.detach().float().mean()}

@@ -201,7 +201,7 @@ def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int) -> dict[str
     x01 = augment(batch, setup.weights.blend_p, choices, setup.channels_last)
     adversarial = setup.objective.active("adversarial", step)
     with acc.autocast():
-        loss, logs, recon01 = setup.generator_loss(x01, noise if setup.objective.sample_posterior else None, adversarial)
+        loss, logs, recon = setup.generator_loss(x01, noise if setup.objective.sample_posterior else None, adversarial)
     setup.optimizer.zero_grad(set_to_none=True)
     acc.backward(loss)
     setup.optimizer.step()
@@ -210,7 +210,7 @@ def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int) -> dict[str
         setup.ema.step(setup.model.parameters())
     if setup.discriminator_loss is not None and adversarial:
         with acc.autocast():
-            d_loss, d_logs = setup.discriminator_loss(x01, recon01)
+            d_loss, d_logs = setup.discriminator_loss(x01, recon)
         setup.disc_optimizer.zero_grad(set_to_none=True)
         acc.backward(d_loss)
         setup.disc_optimizer.step()
