@@ -228,6 +228,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("step_draws_not_sliced_like_the_batch", "alphavae/training/step.py",
              "part = slice(rank, None, world_size)", "part = slice(rank * (global_batch // world_size), (rank + 1) * (global_batch // world_size))",
              ("tests/test_training_step.py::test_global_draws_split_like_the_batch_over_processes",)),
+    Mutation("step_discriminator_sees_clamped_reconstructions", "alphavae/training/step.py",
+             "fake = self.discriminator(recon.detach())", "fake = self.discriminator(recon.detach().clamp(-1, 1))",
+             ("tests/test_training_step.py::test_the_discriminator_step_scores_the_reconstruction_the_adversarial_term_scored",)),
+    Mutation("objective_discriminator_sees_clamped_reconstructions", "alphavae/losses/objective.py",
+             "fake = self.discriminator(recon.detach())", "fake = self.discriminator(recon.detach().clamp(-1, 1))",
+             ("tests/test_training_step.py::test_the_discriminator_step_scores_the_reconstruction_the_adversarial_term_scored",)),
 )
 
 

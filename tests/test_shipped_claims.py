@@ -27,6 +27,8 @@ SPECS = {"embedded": "embedded-vae", "embedded-rgba": "embedded-rgba", "embedded
 #: A full sha256, or a prefix of at least 8 hex digits followed by an ellipsis (``a275bfe5…``).
 FULL_HASH = re.compile(r"(?<![0-9a-f])([0-9a-f]{64})(?![0-9a-f])")
 HASH_PREFIX = re.compile(r"(?<![0-9a-f])([0-9a-f]{8,63})(?:…|\.\.\.)")
+#: How a card marks the sha256 of weights it derives from that are no longer shipped.
+NOT_SHIPPED = "(not shipped)"
 
 
 def _sha256(path: Path) -> str:
@@ -36,17 +38,22 @@ def _sha256(path: Path) -> str:
 SHIPPED = {folder: _sha256(models_dir() / folder / WEIGHTS) for folder in SPECS.values()}
 
 
+def _sentence(text: str, position: int) -> str:
+    return re.split(r"\.\s|\n\n", text[:position])[-1]
+
+
 def _stated_hashes(text: str) -> list[tuple[int, str]]:
-    """``(position, hex)`` of every full sha256 or ellipsised prefix in ``text``."""
+    """``(position, hex)`` of every full sha256 or ellipsised prefix in ``text``, except those of weights the
+    sentence says are ``(not shipped)`` (a parent kept in git history)."""
     found = [(m.start(1), m.group(1)) for m in FULL_HASH.finditer(text)]
     found += [(m.start(1), m.group(1)) for m in HASH_PREFIX.finditer(text)]
-    return sorted(found)
+    return sorted((pos, h) for pos, h in found if NOT_SHIPPED not in _sentence(text, pos))
 
 
 def _named_model(text: str, position: int) -> str | None:
     """The folder of the model a hash belongs to, if its sentence names one as a backticked SPEC
     (``Paired VAE weights: `embedded-rgba` with sha256 …``); ``None`` if the sentence names none."""
-    sentence = re.split(r"\.\s|\n\n", text[:position])[-1]
+    sentence = _sentence(text, position)
     names = re.findall(r"`(embedded(?:-rgba|-generator)?)`", sentence)
     return SPECS[names[-1]] if names else None
 
@@ -91,7 +98,12 @@ def test_generator_json_names_the_sha256_of_its_shipped_vae():
 
 def test_results_files_name_the_sha256_of_the_shipped_vae_they_used():
     ablation = json.loads((results_dir() / "ablation.json").read_text())
-    assert ablation["vae_sha256"] == SHIPPED[SPECS[ablation["vae"]]]
+    if ablation["vae_sha256"] != SHIPPED[SPECS[ablation["vae"]]]:  # the ablation's RGB VAE was replaced since:
+        card = _card("embedded-rgba")  # the shipped RGBA VAE (its main row) must say it derives from the old one
+        pos = card.find(ablation["vae_sha256"])
+        assert pos >= 0 and NOT_SHIPPED in _sentence(card, pos), (
+            f"results/ablation.json started from {ablation['vae']} with sha256 {ablation['vae_sha256']}, which is "
+            f"not the shipped one; embedded-rgba/MODEL_CARD.md must state that sha256 as {NOT_SHIPPED!r}")
     generation = json.loads((results_dir() / "generation.json").read_text())
     assert generation["features"] == "FD-VGG16 (not FID: no Inception weights)"
     info = json.loads((models_dir() / "embedded-generator" / "generator.json").read_text())
@@ -206,17 +218,32 @@ def test_readme_prose_around_the_tables_matches_the_results():
         assert re.search(re.escape(pattern), README), f"README does not say {pattern!r} ({what} in results/)"
 
 
-def test_readme_rgb_vae_table_is_the_model_cards():
-    card_rows = _table(_card("embedded-vae"), "| test set | VAE PSNR |")
-    readme_rows = _table(README, "| test set | VAE PSNR / SSIM |")
+def test_readme_rgb_vae_table_is_the_model_cards_and_the_results():
+    """The RGB VAE's table in its card prints ``benchmarks/results/heldout_quality_rgb.json`` (one row per set, in
+    order), and the README's table repeats the card's rows."""
+    results = json.loads((ROOT / "benchmarks" / "results" / "heldout_quality_rgb.json").read_text())
+    assert results["rgb"] == "embedded"
+    card_rows = [{k: v.replace("*", "") for k, v in row.items()}
+                 for row in _table(_card("embedded-vae"), "| test set | VAE PSNR |")]
+    sets = list(results["sets"].values())
+    assert len(card_rows) == len(sets), ([c["test set"] for c in card_rows], list(results["sets"]))
+    for card, result in zip(card_rows, sets):
+        where = f"embedded-vae card {card['test set']!r}"
+        assert card["test set"].endswith(f"({result['images']})"), where
+        scores = result["rgb_white"]
+        _printed(card["VAE PSNR"], scores["vae"]["psnr"], where=where)
+        _printed(card["VAE LPIPS-Alex"], scores["vae"]["lpips_alex"], where=where)
+        _printed(card["bicubic PSNR"], scores["bicubic"]["psnr"], where=where)
+        _printed(card["bicubic LPIPS-Alex"], scores["bicubic"]["lpips_alex"], where=where)
+    readme_rows = _table(README, "| test set | VAE PSNR / LPIPS-Alex |")
     assert readme_rows
     for row in readme_rows:
-        prefix = row["test set"].split(" px")[0]  # "held-out photos, 128"
+        prefix = row["test set"].split(" px")[0]  # "held-out clip art, 256"
         matches = [c for c in card_rows if c["test set"].startswith(prefix)]
         assert len(matches) == 1, (row["test set"], [c["test set"] for c in card_rows])
-        card = {k: v.replace("*", "") for k, v in matches[0].items()}
-        assert row["VAE PSNR / SSIM"] == f"{card['VAE PSNR']} / {card['VAE SSIM']}", row
-        assert row["bicubic PSNR / SSIM"] == f"{card['bicubic PSNR']} / {card['bicubic SSIM']}", row
+        card = matches[0]
+        assert row["VAE PSNR / LPIPS-Alex"] == f"{card['VAE PSNR']} / {card['VAE LPIPS-Alex']}", row
+        assert row["bicubic PSNR / LPIPS-Alex"] == f"{card['bicubic PSNR']} / {card['bicubic LPIPS-Alex']}", row
 
 
 # --- model cards' numbers ------------------------------------------------------------------------------------------

@@ -219,7 +219,7 @@ def _train(config: PretrainConfig, output: Path, resume: bool) -> Path:
         if not math.isfinite(values["loss"]):
             raise FloatingPointError(f"pretraining diverged by step {done}: {values}")
         last.update(values)
-        log.write({"step": done, **values, "lr": scheduler.get_last_lr()[0]})
+        log.write({"step": done, **values, "lr": scheduler.get_last_lr()[0], "seconds": time.monotonic() - began})
         return f"l1={values['l1_per_px']:.4f} kl={values['kl']:.0f}"
 
     def checkpoint(done: int) -> None:
