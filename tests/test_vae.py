@@ -34,7 +34,7 @@ def tiny_vae(seed: int = 0) -> AutoencoderKL:
 def test_embedded_loads_offline_and_is_sd_family():
     vae = load_vae("embedded")
     c = vae.config
-    assert (c.in_channels, c.out_channels, c.latent_channels) == (3, 3, 4)
+    assert (c.in_channels, c.out_channels, c.latent_channels) == (3, 3, 16)  # FLUX's count (SD has 4)
     assert len(c.block_out_channels) == 4  # 3 downsamplings: factor 8
     assert c.use_quant_conv and c.use_post_quant_conv
     assert c.scaling_factor != 0.18215  # computed from data, not SD's constant
@@ -43,7 +43,7 @@ def test_embedded_loads_offline_and_is_sd_family():
     assert not vae.training and vae.dtype == torch.float32
     x = torch.rand(2, 3, 32, 40)
     z = vae.encode(x * 2 - 1).latent_dist.mode()
-    assert z.shape == (2, 4, 4, 5)
+    assert z.shape == (2, 16, 4, 5)
 
 
 def sample_composites(n: int = 8, side: int = 128) -> torch.Tensor:
@@ -59,13 +59,13 @@ def test_embedded_reconstruction_beats_bicubic_baseline():
     vae = load_vae("embedded")
     x = sample_composites()
     factor = latent_matched_factor(vae)
-    assert factor == pytest.approx(8 * (3 / 4) ** 0.5)
+    assert factor == pytest.approx(8 * (3 / 16) ** 0.5)  # 16 latent channels
     vae_psnr = psnr(reconstruct(vae, x), x)
     bicubic_psnr = psnr(bicubic_baseline(x, factor), x)
-    # measured (2-core CPU): 23.6 vs 22.4 dB, VAE better on 16/16 composites; see MODEL_CARD.md for why the
-    # margin is modest on clip art (a photo-trained VAE) and larger on held-out photos
-    assert vae_psnr.mean() > bicubic_psnr.mean() + 0.75, (vae_psnr.mean(), bicubic_psnr.mean())
-    assert (vae_psnr > bicubic_psnr).float().mean() >= 0.9
+    # measured (2-core CPU): 27.97 vs 25.66 dB, VAE better on 11/16 composites; against 16 latent channels the
+    # latent-matched bicubic is x3.46, a strong baseline (held-out numbers: benchmarks/results/heldout_quality_rgb.json)
+    assert vae_psnr.mean() > bicubic_psnr.mean() + 1.5, (vae_psnr.mean(), bicubic_psnr.mean())
+    assert (vae_psnr > bicubic_psnr).float().mean() >= 0.6
 
 
 def test_reconstruct_pads_and_crops_back():
