@@ -4,20 +4,34 @@
 # Needs the training images under $ALPHAVAE_SHARED_DATA/rgba-train (`alphavae data fetch`) and the LPIPS
 # backbones in $ALPHAVAE_CACHE (`alphavae weights fetch`; `--half` copies are enough). LPIPS_NET=alex trains the
 # perceptual term with LPIPS-Alex where VGG16's 29 MB cannot travel with the call (the tables say so).
-# Rerun after a stop: the same command resumes every unfinished variant. Writes into $OUT (device tool) or ./gpu-out.
+# SEEDS="0 1 2" trains every variant once per seed (--seeds; without it, the config's "seeds"), each run in
+# runs/ablation/<variant>/seed-<s> (runs/ablation/<variant> when the config has no seeds); STEPS=5000 overrides
+# the configs' number of steps.
+# Rerun after a stop: the same command resumes every unfinished run. Writes into $OUT (device tool) or ./gpu-out.
 set -u
+shopt -s nullglob
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 RESULTS=runs/ablation-results
-net=(); [ -n "${LPIPS_NET:-}" ] && net=(--lpips-net "$LPIPS_NET")
+opts=()
+[ -n "${LPIPS_NET:-}" ] && opts+=(--lpips-net "$LPIPS_NET")
+[ -n "${STEPS:-}" ] && opts+=(--steps "$STEPS")
+[ -n "${SEEDS:-}" ] && { read -ra seeds <<< "$SEEDS"; opts+=(--seeds "${seeds[@]}"); }
 timeout "${ABLATION_TIMEOUT:-540}" python3 -m alphavae train --ablation configs/ablation.json --output runs/ablation \
-  --results "$RESULTS" --jobs "${JOBS:-7}" "${net[@]}" || { echo "ablation did not finish"; tail -3 runs/ablation/*.log; }
+  --results "$RESULTS" --jobs "${JOBS:-7}" "${opts[@]}" || {
+  echo "ablation did not finish"; logs=(runs/ablation/*.log runs/ablation/*/*.log); [ ${#logs[@]} -gt 0 ] && tail -n 3 "${logs[@]}"; }
+# Each run's log and run.json: ablation_logs/<variant>.jsonl, or <variant>.seed-<s>.jsonl for a seed's run.
 mkdir -p "$RESULTS/ablation_logs"
-for run in runs/ablation/*/; do
-  name=$(basename "$run"); cp "$run/log.jsonl" "$RESULTS/ablation_logs/$name.jsonl" 2>/dev/null; cp "$run/run.json" "$RESULTS/ablation_logs/$name.run.json" 2>/dev/null
+for run in runs/ablation/*/ runs/ablation/*/seed-*/; do
+  [ -f "$run/log.jsonl" ] || continue
+  rel=${run#runs/ablation/}; name=${rel%/}; name=${name//\//.}
+  cp "$run/log.jsonl" "$RESULTS/ablation_logs/$name.jsonl"; cp "$run/run.json" "$RESULTS/ablation_logs/$name.run.json" 2>/dev/null
 done
-tar czf "$OUT/results.tgz" "$RESULTS" runs/ablation/*.log
+tar czf "$OUT/results.tgz" "$RESULTS" runs/ablation/*.log runs/ablation/*/*.log
+# The fp16 VAEs scripts/generation_gpu_run.sh trains generators on: the variant's run, or its first seed's (in name order).
 for name in main naive_mse no_reference_kl; do
-  [ -d "runs/ablation/$name/model-fp16" ] && tar cf "$OUT/$name-fp16.tar" -C "runs/ablation/$name" model-fp16
+  for run in "runs/ablation/$name" runs/ablation/"$name"/seed-*; do
+    [ -d "$run/model-fp16" ] && { tar cf "$OUT/$name-fp16.tar" -C "$run" model-fp16; break; }
+  done
 done
 cat "$RESULTS/ablation.md" 2>/dev/null

@@ -14,7 +14,9 @@ from alphavae.cli import CLIError
 EPILOG = """examples:
   alphavae train --config configs/toy.json --output runs/toy
   alphavae train --config configs/toy.json --output runs/toy --resume
+  alphavae train --config configs/toy.json --output runs/toy-seed1 --seed 1
   alphavae train --ablation configs/ablation.json --output runs/ablation --results results --jobs 6
+  alphavae train --ablation configs/ablation.json --output runs/ablation --jobs 7 --seeds 0 1 2
 multi-GPU (same global batch, DDP through accelerate):
   accelerate launch --num_processes 2 -m alphavae train --config configs/main.json --output runs/main"""
 
@@ -29,8 +31,11 @@ def register(subparsers) -> None:
     p.add_argument("--output", type=Path, help="run folder (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     p.add_argument("--steps", type=int, help="override the config's number of steps")
+    p.add_argument("--seed", type=int, help="--config: override the config's seed")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="ablation: train every variant once per seed (replaces the ablation config's 'seeds')")
     p.add_argument("--results", type=Path, default=Path("results"), help="ablation: where ablation.md/.json go")
-    p.add_argument("--jobs", type=int, default=1, help="ablation: variants trained at the same time (one process each)")
+    p.add_argument("--jobs", type=int, default=1, help="ablation: runs (variant, seed) trained at the same time (one process each)")
     p.add_argument("--lpips-net", choices=("alex", "vgg"),
                    help="override the config's LPIPS backbone of the perceptual term (alex where VGG16's weights cannot travel)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cpu forces the CPU")
@@ -41,9 +46,15 @@ def run(args: argparse.Namespace) -> int:
     """Train one config, or the ablation."""
     from alphavae.training.config import load_config
 
+    if args.seed is not None and args.ablation is not None:
+        raise CLIError("--seed: applies to --config; an ablation takes --seeds (one run per variant and seed)")
+    if args.seeds is not None and args.config is not None:
+        raise CLIError("--seeds: applies to --ablation; one training run takes --seed")
     overrides = {}
     if args.steps is not None:
         overrides["steps"] = args.steps
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     if args.lpips_net is not None:
         overrides["lpips_net"] = args.lpips_net
     if args.device == "cpu":
@@ -57,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         from alphavae.training.ablation import run_ablation
 
         output = args.output or Path("runs") / args.ablation.stem
-        report = run_ablation(args.ablation, output, args.results, jobs=args.jobs, overrides=overrides)
+        report = run_ablation(args.ablation, output, args.results, jobs=args.jobs, overrides=overrides, seeds=args.seeds)
         print(report)
         return 0
     from alphavae.training.trainer import TrainingDiverged, train

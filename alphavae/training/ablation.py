@@ -8,12 +8,19 @@ composites" ceiling are scored with the ALPHA metric on the held-out images, and
 ``results/ablation.json`` (read by notebook 04) and ``results/ablation.md``, plus one RGBA strip of the same
 few held-out images per row under ``results/ablation_recon/``.
 
+Seeds: by default each variant is one run at its config's seed, in ``OUTPUT/<variant>``. With ``"seeds"`` in the
+ablation config (or ``--seeds``) each (variant, seed) is its own run, in ``OUTPUT/<variant>/seed-<s>``; a variant's
+row then holds the mean over its seeds (in the same keys as one run's), each seed's values, the 95 % interval of
+each mean and the paired difference from ``main`` (:mod:`alphavae.training.ablation_stats`). The reference rows
+are deterministic and computed once; strips and gradient shares are those of the first seed.
+
 The ceiling: for each of the 9 backgrounds, the RGB VAE reconstructs the opaque composite of the target over
 that background, scored against that composite — what the RGB VAE achieves when it never has to model alpha.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -32,7 +39,9 @@ from alphavae.training.data import RGBAFolder
 from alphavae.imageio import atomic_write, save_png
 from alphavae.metric.alpha import AlphaReport, alpha_metric
 from alphavae.metric.backbones import lpips_or_reason
-from alphavae.training.config import ConfigError, TrainConfig, load_config, read_json
+from alphavae.training.ablation_stats import differences_from, summarize_seeds
+from alphavae.training.ablation_table import markdown_table
+from alphavae.training.config import SEED_LIMIT, ConfigError, TrainConfig, load_config, read_json
 from alphavae.training.data import train_and_heldout
 from alphavae.training.loop import read_log
 from alphavae.losses.objective import build_objective, gradient_shares
@@ -48,30 +57,43 @@ SHARE_IMAGES = 8
 
 #: Keys that must be equal across variants (same start, same data, same length).
 SHARED_KEYS = ("vae", "data", "split", "image_size", "max_images", "steps", "batch_size", "seed")
+#: The variant every other one is compared with, seed by seed.
+BASELINE = "main"
 
 
 @dataclass
 class AblationConfig:
-    """The variants (name → config file, relative to the ablation file) and how many pictures to keep."""
+    """The variants (name → config file, relative to the ablation file), how many pictures to keep, and the seeds
+    (None: one run per variant at its config's own seed)."""
 
     variants: dict[str, Path]
     n_pictures: int = 4
     description: str = ""
+    seeds: list[int] | None = None
+
+
+def check_seeds(seeds: Any, source: str) -> list[int]:
+    """``seeds`` if it is a non-empty list of distinct integer seeds, else a :class:`ConfigError` naming ``source``."""
+    if not (isinstance(seeds, list) and seeds and len(set(seeds)) == len(seeds)
+            and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < SEED_LIMIT for s in seeds)):
+        raise ConfigError(f"{source}: 'seeds' must be a non-empty list of distinct integers in [0, 2**32), got {seeds!r}")
+    return seeds
 
 
 def load_ablation(path: str | os.PathLike) -> AblationConfig:
-    """Read an ablation config; unknown keys and missing variant files are errors naming them."""
+    """Read an ablation config; unknown keys, bad seeds and missing variant files are errors naming them."""
     path = Path(path)
     raw = read_json(path, "ablation config")
-    known = {"variants", "n_pictures", "description"}
+    known = {"variants", "n_pictures", "description", "seeds"}
     unknown = sorted(set(raw) - known) if isinstance(raw, dict) else []
     if not isinstance(raw, dict) or unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0] if unknown else '?'}' (known keys: {', '.join(sorted(known))})")
     variants = raw.get("variants")
     if not isinstance(variants, dict) or not variants:
         raise ConfigError(f"{path}: 'variants' must be a non-empty object name → config file")
+    seeds = check_seeds(raw["seeds"], str(path)) if "seeds" in raw else None
     return AblationConfig({k: path.parent / v for k, v in variants.items()}, int(raw.get("n_pictures", 4)),
-                          str(raw.get("description", "")))
+                          str(raw.get("description", "")), seeds)
 
 
 def variant_configs(ablation: AblationConfig, overrides: dict[str, Any] | None = None) -> dict[str, TrainConfig]:
@@ -107,36 +129,53 @@ def same_runs(configs: dict[str, TrainConfig]) -> dict[str, str]:
     return aliases
 
 
+def run_dirs(output: Path, name: str, config: TrainConfig, seeds: list[int] | None) -> dict[int, Path]:
+    """``{seed: run folder}`` of one variant: ``output/name`` at the config's seed when no seeds are given (the
+    layout of the one-seed ablation), else ``output/name/seed-<s>`` per seed."""
+    if seeds is None:
+        return {config.seed: output / name}
+    return {seed: output / name / f"seed-{seed}" for seed in seeds}
+
+
 def train_variants(configs: dict[str, TrainConfig], ablation: AblationConfig, output: Path, jobs: int,
                    overrides: dict[str, Any]) -> None:
-    """Train the variants whose ``model/`` is missing: in this process (jobs = 1) or ``jobs`` subprocesses."""
+    """Train the (variant, seed) runs whose ``model/`` is missing: in this process (jobs = 1) or ``jobs``
+    subprocesses, seed by seed (a stopped ablation has whole seeds done first). :func:`same_runs` holds for every
+    seed, since the seed replaces the same key of every variant."""
     aliases = same_runs(configs)
-    todo = [name for name in configs if name not in aliases and not (output / name / "model").is_dir()]
+    dirs = {name: run_dirs(output, name, cfg, ablation.seeds) for name, cfg in configs.items() if name not in aliases}
+    seeds = next(iter(dirs.values()))  # the same for every variant (they share their config's seed)
+    todo = [(name, seed, dirs[name][seed]) for seed in seeds for name in dirs if not (dirs[name][seed] / "model").is_dir()]
     if jobs <= 1:
-        for name in todo:
-            train(configs[name], output / name, resume=True)
+        for name, seed, folder in todo:
+            train(dataclasses.replace(configs[name], seed=seed), folder, resume=True)
         return
     extra = [a for k, v in overrides.items() if k in ("steps", "lpips_net") for a in (f"--{k.replace('_', '-')}", str(v))]
     if overrides.get("device") == "cpu":
         extra += ["--device", "cpu"]
-    running: list[tuple[str, subprocess.Popen]] = []
+    running: list[tuple[Path, subprocess.Popen]] = []
     failed: list[str] = []
-    output.mkdir(parents=True, exist_ok=True)
     while todo or running:
         while todo and len(running) < jobs:
-            name = todo.pop(0)
-            log = (output / f"{name}.log").open("w")
+            name, seed, folder = todo.pop(0)
+            folder.parent.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "alphavae", "train", "--config", str(ablation.variants[name]),
-                   "--output", str(output / name), "--resume", *extra]
-            running.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
+                   "--output", str(folder), "--resume", "--seed", str(seed), *extra]
+            with _log_file(folder).open("w") as log:  # the child keeps its own copy of the file
+                running.append((folder, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
         time.sleep(1)
         for item in list(running):
             if item[1].poll() is not None:
                 running.remove(item)
                 if item[1].returncode != 0:
-                    failed.append(f"{item[0]} (exit {item[1].returncode}, see {output / (item[0] + '.log')})")
+                    failed.append(f"{item[0].relative_to(output)} (exit {item[1].returncode}, see {_log_file(item[0])})")
     if failed:
         raise RuntimeError(f"ablation variants failed: {', '.join(failed)}")
+
+
+def _log_file(folder: Path) -> Path:
+    """Where a subprocess run's output goes: beside its folder (``OUTPUT/main.log``, ``OUTPUT/main/seed-1.log``)."""
+    return folder.parent / f"{folder.name}.log"
 
 
 def start_gradient_shares(rgb_vae, config: TrainConfig, targets: torch.Tensor, device: torch.device) -> dict[str, float]:
@@ -173,49 +212,33 @@ def read_ablation(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _row(name: str, kind: str, report: AlphaReport | dict, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _sections(report: AlphaReport | dict) -> dict[str, Any]:
+    """A report's parts a row shows: ``mean``, ``alpha``, ``masked_mean`` and ``backgrounds``."""
     d = report.to_dict() if isinstance(report, AlphaReport) else report
-    return {"name": name, "kind": kind, "mean": d["mean"], "alpha": d.get("alpha", {}),
+    return {"mean": d["mean"], "alpha": d.get("alpha", {}),
             "masked_mean": d.get("masked", {}).get("mean") if isinstance(d.get("masked"), dict) else None,
-            "backgrounds": d["backgrounds"], **(extra or {})}
+            "backgrounds": d["backgrounds"]}
 
 
-def _fmt(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+def _row(name: str, kind: str, report: AlphaReport | dict) -> dict[str, Any]:
+    return {"name": name, "kind": kind, **_sections(report)}
 
 
-def _share(value: float | None) -> str:
-    """A gradient share as a percentage, with enough digits to show a share of 10⁻⁵."""
-    return "off" if value is None else f"{100 * value:.3g} %"
-
-
-def markdown_table(result: dict[str, Any]) -> str:
-    """The ablation table as Markdown (one row per model), with the setup and notes under it."""
-    lpips_note = "unavailable" if result["lpips_unavailable"] else None
-    lines = ["| model | PSNR | SSIM | LPIPS | PSNR (α>0) | α PSNR | α SAD | α grad |", "|---|---|---|---|---|---|---|---|"]
-    for row in result["rows"]:
-        m, a, mm = row["mean"], row["alpha"], row.get("masked_mean") or {}
-        lp = _fmt(m.get("lpips"), 4) if m.get("lpips") is not None else (lpips_note or "—")
-        name = row["name"] + (f" (= {row['same_run_as']})" if row.get("same_run_as") else "")
-        lines.append(f"| {name} | {_fmt(m.get('psnr'), 2)} | {_fmt(m.get('ssim'), 4)} | {lp} | "
-                     f"{_fmt(mm.get('psnr'), 2)} | {_fmt(a.get('psnr'), 2)} | {_fmt(a.get('sad'), 2)} | {_fmt(a.get('grad'), 2)} |")
-    shares = [row for row in result["rows"] if row.get("gradient_shares")]
-    if shares:
-        terms = list(dict.fromkeys(t for row in shares for t in row["gradient_shares"]))
-        lines += ["", "Share of the gradient on the VAE's weights at the start (converted model, GAN on), per term:", "",
-                  "| variant | " + " | ".join(terms) + " |", "|---|" + "---|" * len(terms)]
-        lines += [f"| {row['name']} | " + " | ".join(_share(row["gradient_shares"].get(t)) for t in terms) + " |" for row in shares]
-    lines += ["", f"Held-out split: {result['n_images']} images at {result['image_size']} px (square, transparent padding); "
-              f"composite metrics are the mean over the 9 backgrounds; SAD and grad in thousands (lower is better).",
-              f"Training: {result['steps']} steps, global batch {result['batch_size']}, from `{result['vae']}`; "
-              f"machine: {result['machine']}.", f"Command: `{result['command']}`", ""]
-    lines += [f"- {note}" for note in result["notes"]]
-    return "\n".join(lines) + "\n"
+def _score_run(folder: Path, targets: torch.Tensor, device: torch.device,
+               lpips_model) -> tuple[dict[str, Any], list[str], torch.Tensor]:
+    """One trained run's numbers (a row's sections, its speed and last loss), its trainer notes, its reconstructions."""
+    recon = reconstruct(load_vae(str(folder / "model"), device=device), targets, RECONSTRUCT_BATCH)
+    report = alpha_metric(recon.to(device), targets.to(device), masked=True, lpips_model=lpips_model)
+    log = read_log(folder)
+    numbers = {**_sections(report), "images_per_s": log[-1].get("images_per_s") if log else None,
+               "final_loss": log[-1].get("total") if log else None}
+    return numbers, json.loads((folder / "run.json").read_text())["notes"], recon
 
 
 def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Path, n_pictures: int,
-                      command: str) -> dict[str, Any]:
-    """Score every trained variant and the two reference rows; write the JSON, the Markdown and the strips."""
+                      command: str, seeds: list[int] | None = None) -> dict[str, Any]:
+    """Score every trained (variant, seed) run and the two reference rows; write the JSON, the Markdown and the
+    strips. ``seeds`` as :attr:`AblationConfig.seeds` (None: one run per variant, at its config's seed)."""
     first = next(iter(configs.values()))
     device = torch.device("cuda" if torch.cuda.is_available() and first.device != "cpu" else "cpu")
     _, heldout = train_and_heldout(first.data, first.split, first.max_images)
@@ -250,21 +273,29 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
             notes.append(f"{name}: not trained separately, same run as {aliases[name]} (its config differs only in "
                          f"its description)")
             continue
-        run = output / name
-        recon = reconstruct(load_vae(str(run / "model"), device=device), targets, RECONSTRUCT_BATCH)
-        report = alpha_metric(recon.to(device), targets.to(device), masked=True, lpips_model=lpips_model)
-        log = read_log(run)
-        run_info = json.loads((run / "run.json").read_text())
-        rows.append(_row(name, "variant", report, {"config": cfg.to_dict(), "train_notes": run_info["notes"],
-                                                  "images_per_s": log[-1].get("images_per_s") if log else None,
-                                                  "final_loss": log[-1].get("total") if log else None,
-                                                  "gradient_shares": start_gradient_shares(rgb_vae, cfg, targets[:SHARE_IMAGES], device)}))
-        strip(name, recon)
+        per_seed: dict[str, dict[str, Any]] = {}
+        train_notes: dict[str, None] = {}  # the runs' notes, each once, in order
+        for seed, folder in run_dirs(output, name, cfg, seeds).items():
+            per_seed[str(seed)], run_notes, recon = _score_run(folder, targets, device, lpips_model)
+            train_notes.update(dict.fromkeys(run_notes))
+            if len(per_seed) == 1:
+                strip(name, recon)
+        first_seed = dataclasses.replace(cfg, seed=int(next(iter(per_seed))))
+        rows.append({"name": name, "kind": "variant", **summarize_seeds(per_seed), "config": cfg.to_dict(),
+                     "train_notes": list(train_notes),
+                     "gradient_shares": start_gradient_shares(rgb_vae, first_seed, targets[:SHARE_IMAGES], device)})
+    main = next((row for row in rows if row["name"] == BASELINE and row["kind"] == "variant"), None)
+    if main is not None:
+        for row in rows[1:]:  # after the converted model: the variants
+            if row["name"] != BASELINE:
+                row["vs_main"] = differences_from(row, main)
+    if seeds is not None and len(seeds) == 1:
+        notes.append(f"One seed ({seeds[0]}) per variant: no intervals, so a difference between rows may be seed noise.")
     rows.append(_row("RGB VAE on composites (ceiling)", "reference", rgb_ceiling(rgb_vae, targets, device, lpips_model)))
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
     result = {"rows": rows, "n_images": len(targets), "image_size": first.image_size, "steps": first.steps,
-              "batch_size": first.batch_size, "vae": first.vae, "vae_sha256": weights_sha256(first.vae),
-              "machine": machine, "command": command,
+              "batch_size": first.batch_size, "seeds": seeds or [first.seed], "vae": first.vae,
+              "vae_sha256": weights_sha256(first.vae), "machine": machine, "command": command,
               "lpips_unavailable": lpips_model is None, "pictures": [heldout[i].name for i in picks],
               "notes": notes + [f"{name}: {cfg.description}" for name, cfg in configs.items() if cfg.description]}
     results.mkdir(parents=True, exist_ok=True)
@@ -274,16 +305,19 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
 
 
 def run_ablation(path: str | os.PathLike, output: str | os.PathLike, results: str | os.PathLike = "results",
-                 jobs: int = 1, overrides: dict[str, Any] | None = None) -> str:
+                 jobs: int = 1, overrides: dict[str, Any] | None = None, seeds: list[int] | None = None) -> str:
     """Train every variant of the ablation config at ``path`` into ``output``, score them, write the table.
 
-    Returns the Markdown table.
+    ``seeds`` replaces the config's ``seeds`` (``--seeds``). Returns the Markdown table.
     """
     overrides = overrides or {}
     ablation = load_ablation(path)
+    if seeds is not None:
+        ablation.seeds = check_seeds(seeds, "--seeds")
     configs = variant_configs(ablation, overrides)
     output, results = Path(output), Path(results)
     train_variants(configs, ablation, output, jobs, overrides)
+    options = [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()] + ([f"--seeds {' '.join(map(str, seeds))}"] if seeds else [])
     command = "alphavae train --ablation " + " ".join([str(path), "--output", str(output), "--results", str(results),
-                                                       "--jobs", str(jobs)] + [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()])
-    return markdown_table(evaluate_ablation(configs, output, results, ablation.n_pictures, command))
+                                                       "--jobs", str(jobs), *options])
+    return markdown_table(evaluate_ablation(configs, output, results, ablation.n_pictures, command, ablation.seeds))

@@ -28,6 +28,8 @@ LR_SCHEDULES = tuple(s.value for s in SchedulerType)
 MIN_IMAGE_SIZE = 32
 #: The values of the ``compile`` key.
 COMPILE_CHOICES = ("auto", "on", "off")
+#: Seeds are in [0, SEED_LIMIT) (what ``accelerate.utils.set_seed`` and numpy's seeding accept).
+SEED_LIMIT = 2**32
 
 
 class ConfigError(ValueError):
@@ -99,7 +101,7 @@ class TrainConfig:
             raise ConfigError(f"{source}: 'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.image_size < MIN_IMAGE_SIZE or self.image_size % 8:
             raise ConfigError(f"{source}: 'image_size' must be a multiple of 8 and at least {MIN_IMAGE_SIZE}, got {self.image_size}")
-        if not 0 <= self.seed < 2**32:
+        if not 0 <= self.seed < SEED_LIMIT:
             raise ConfigError(f"{source}: 'seed' must be in [0, 2**32), got {self.seed}")
         self.loss_weights(source)
         return self
