@@ -151,6 +151,8 @@ def test_recipe_runs_end_to_end_and_resumes_exactly(tiny_photos, tmp_path, adver
     summary = json.loads((tmp_path / "straight" / "pretrain_summary.json").read_text())
     assert summary["steps_done"] == 4
     assert any("held-out photos: 1 of 6 images" in n for n in summary["config"]["notes"])
+    seconds = [e["seconds"] for e in read_log(tmp_path / "straight")]  # what scripts/gpu_pretrain_rgb.sh times its probe by
+    assert seconds == sorted(seconds) and seconds[0] >= 0
     if adversarial:  # the term and the discriminator's updates from disc_start (step 1, logged as done = 2) on
         assert [("adversarial" in e, "disc_loss" in e) for e in read_log(tmp_path / "straight")] == \
             [(False, False)] + [(True, True)] * 3
