@@ -113,10 +113,17 @@ def freeze_while_writing(proc: subprocess.Popen, out: Path) -> Path:
     raise AssertionError(f"never caught writing (exit status {proc.wait()}): the run must still be going after its first file")
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, so Python turns it into KeyboardInterrupt. A shell
+    starts background jobs (``cmd &``, ``nohup cmd &``) with SIGINT ignored, the child would inherit that, and Python
+    leaves an inherited "ignore" alone: the interrupt under test would never arrive (seen: exit 0 instead of 130)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(folders: dict[str, Path], out: Path) -> subprocess.Popen:
     out.mkdir()  # exists from the start, so that its files can be watched
     return subprocess.Popen([sys.executable, "-m", "alphavae", *args(folders["root"], out)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def assert_outputs_are_the_full_runs(out: Path, reference: Path) -> list[str]:
