@@ -1,11 +1,13 @@
-"""Draw the README's picture, ``docs/alphavae.png``: real clip art, its reconstruction by ``embedded-rgba``, and
-samples of ``embedded-generator``, all on checkerboards, with the shipped weights on the CPU (≈ 20 s).
+"""Draw the README's picture, ``docs/alphavae.png``: held-out clip art (the shipped sample's images of the held-out
+split, which no model trained on), its reconstruction by ``embedded-rgba``, and samples of ``embedded-generator``, all
+on checkerboards, with the shipped weights on the CPU (≈ 20 s).
 
 Run from the repository root: ``python scripts/readme_figure.py``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +16,7 @@ matplotlib.use("Agg")
 import torch  # noqa: E402
 
 from alphavae.training.data import RGBAFolder  # noqa: E402
-from alphavae.paths import sample_dir  # noqa: E402
+from alphavae.paths import sample_dir, shipped_config  # noqa: E402
 from alphavae.generation.sampler import generate  # noqa: E402
 from alphavae.notebook.plotting import show_rgba  # noqa: E402
 from alphavae.vae.reconstruct import reconstruct  # noqa: E402
@@ -25,17 +27,19 @@ OUT = Path("docs/alphavae.png")
 
 
 def main() -> None:
-    sample = RGBAFolder(sample_dir(), size=128)
-    real = torch.stack([sample[i] for i in range(0, len(sample), len(sample) // N)][:N])
+    heldout = {Path(p).stem for p in json.loads(shipped_config("split-rgba-train").read_text())["heldout"]}
+    files = [p for p in RGBAFolder(sample_dir()).files if p.stem in heldout][:N]
+    sample = RGBAFolder(sample_dir(), size=128, files=files)
+    real = torch.stack([sample.load(i) for i in range(len(files))])
     with torch.no_grad():
         recon = reconstruct(load_vae("embedded-rgba"), real)
     generated = torch.nn.functional.interpolate(generate("embedded-generator", n=N, seed=0, device="cpu"), size=128,
                                                 mode="bilinear", antialias=True)
-    titles = ["real clip art"] + [""] * (N - 1) + ["embedded-rgba reconstruction"] + [""] * (N - 1) \
+    titles = ["held-out clip art"] + [""] * (N - 1) + ["embedded-rgba reconstruction"] + [""] * (N - 1) \
         + ["embedded-generator samples"] + [""] * (N - 1)
     fig = show_rgba(list(real) + list(recon) + list(generated), titles=titles, ncols=N, panel=1.4)
     OUT.parent.mkdir(exist_ok=True)
-    fig.savefig(OUT, dpi=80, bbox_inches="tight")
+    fig.savefig(OUT, dpi=110, bbox_inches="tight")
     print(f"wrote {OUT} ({OUT.stat().st_size / 1e3:.0f} kB)")
 
 

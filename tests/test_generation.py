@@ -8,6 +8,7 @@ model at the end, against thresholds derived from the real data's alpha statisti
 
 import csv
 import dataclasses
+import hashlib
 import json
 import shutil
 import statistics
@@ -61,7 +62,11 @@ def test_generator_folder_is_fp16_and_names_its_vae_and_classes(tiny_run):
     assert set(info["class_names"]) <= train_classes and len(info["class_names"]) >= 2
     with safe_open(folder / "diffusion_pytorch_model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
-    assert (folder / "scheduler_config.json").is_file() and "Rebuild" in (folder / "MODEL_CARD.md").read_text()
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert (folder / "scheduler_config.json").is_file() and "Rebuild" in card
+    digest = hashlib.sha256((folder / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    assert f"sha256 `{digest}`" in card  # the card names the weights written beside it
+    assert f"STEPS={config.steps} " in card  # the comparison command repeats this model's schedule
 
 
 def test_resume_continues_exactly_from_the_checkpoint(tiny_run, tmp_path):
@@ -139,6 +144,24 @@ def test_evaluation_report_scores_white_black_gray_and_says_fid_is_unavailable()
     table = results_markdown({"device": "cpu", "n_generated": 10, "seed": 0, "image_size": 32,
                               "models": {"m": {"vae": "v", "steps": 1, **report}}}, "cmd")
     assert "FD-VGG16 (not FID: no Inception weights)" in table and "| m | v | 1 |" in table and "`cmd`" in table
+
+
+def test_the_comparison_adds_the_vae_round_trip_of_the_training_images(tiny_run):
+    """The ``through the VAE`` row scores the training images the reference row scores, encoded and decoded by the
+    first generator's VAE: its alpha statistics are those of that reconstruction, not of the images themselves."""
+    from alphavae.generation.evaluate import compare_generators, load_split_images
+    from alphavae.vae.loading import load_vae
+    from alphavae.vae.reconstruct import reconstruct
+
+    root, config, folder = tiny_run
+    report = compare_generators({"m": str(folder)}, n=4, device="cpu", root=str(sample_dir()), split=str(root / "split.json"))
+    rows = report["models"]
+    assert list(rows) == ["m", "train split (reference)", "train split through the VAE (reference)"]
+    train = load_split_images(32, "train", sample_dir(), root / "split.json", limit=4)
+    expected = alpha_statistics(reconstruct(load_vae(config.vae), train, 16))
+    got = rows["train split through the VAE (reference)"]["alpha"]["generated"]
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert got != pytest.approx(rows["train split (reference)"]["alpha"]["generated"], abs=1e-3)  # a random VAE is not the identity
 
 
 COMMITTED = data_dir() / "models" / "embedded-generator"

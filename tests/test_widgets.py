@@ -190,3 +190,16 @@ def test_plotting_helpers():
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["gray", "black", "white"]
     assert len(plotting.metric_bars({"a": {"gray": 1.0}, "b": {"gray": 2.0}}).axes[0].patches) == 2
     assert plotting.to_numpy_image(x[3:]).shape == (32, 32)
+
+
+def test_loss_plot_smooths_with_a_running_mean_over_the_raw_values():
+    from alphavae.notebook.training_plots import plot_loss_terms
+
+    log = [{"step": 10 * i, "loss/reconstruction": float(v)} for i, v in enumerate([4, 2, 6, 2, 4, 8])]
+    raw, mean = plot_loss_terms(log, smooth=3).axes[0].lines
+    assert list(raw.get_ydata()) == [4, 2, 6, 2, 4, 8] and raw.get_alpha() < 1
+    assert list(mean.get_xdata()) == [20, 30, 40, 50] and np.allclose(mean.get_ydata(), [4, 10 / 3, 4, 14 / 3])
+    assert len(plot_loss_terms(log).axes[0].lines) == 1  # no smoothing: the values alone
+    schedule = [{"step": e["step"], "lr": e["loss/reconstruction"]} for e in log]
+    assert len(plot_loss_terms(schedule, smooth=3).axes[0].lines) == 1  # a schedule is drawn as logged
+    plt.close("all")

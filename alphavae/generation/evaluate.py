@@ -34,6 +34,7 @@ from alphavae.paths import results_dir, shared_data_dir
 from alphavae.training.data import RGBAFolder
 from alphavae.training.splits import read_split, split_files
 from alphavae.vae.loading import torch_device
+from alphavae.vae.reconstruct import RECONSTRUCT_BATCH, reconstruct
 
 #: α below this is "transparent", above ``OPAQUE`` "opaque", in between "soft".
 TRANSPARENT, OPAQUE = 0.01, 0.99
@@ -176,21 +177,30 @@ def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, devi
     """Sample ``n`` images from each generator folder and score them against the held-out split.
 
     Adds a ``train split (reference)`` row: real training images scored the same way — the value a
-    generator that reproduced the training distribution exactly would get.
+    generator that reproduced the training distribution exactly would get — and a ``train split through the
+    VAE (reference)`` row: the same images encoded and decoded by the first model's VAE, the best any generator
+    in that latent space can do (its decoder's own soft alpha included).
     """
     device = torch_device(device)
     feature = vgg16_features(device)
-    results, size, real, real_features = {}, None, None, {}
+    results, size, real, real_features, first_vae = {}, None, None, {}, None
     for name, spec in models.items():
         generator = load_generator(spec, device=device)
         size = size or generator.info["image_size"]
         real = real if real is not None else load_split_images(size, "heldout", root, split)
+        first_vae = first_vae or (generator.info["vae"], generator.vae)
         fake = generate_with(generator, n, seed=seed, size=size)
         results[name] = {"generator": spec, "vae": generator.info["vae"], "steps": generator.info.get("steps_done"),
                          **evaluate_generation(fake, real, feature, real_features=real_features)}
     train = load_split_images(size, "train", root, split, limit=n)
     results["train split (reference)"] = {"generator": "real training images", "vae": "-", "steps": None,
                                           **evaluate_generation(train, real, feature, real_features=real_features)}
+    if first_vae is not None:
+        vae_name, vae = first_vae
+        round_trip = reconstruct(vae, train.to(device), RECONSTRUCT_BATCH).cpu()
+        results["train split through the VAE (reference)"] = {
+            "generator": f"real training images encoded and decoded by {vae_name}", "vae": vae_name, "steps": None,
+            **evaluate_generation(round_trip, real, feature, real_features=real_features)}
     return {"n_generated": n, "seed": seed, "image_size": size, "features": FD_LABEL,
             "feature_backgrounds": list(FEATURE_BACKGROUNDS),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "models": results}

@@ -25,6 +25,7 @@ names, image size, latent factors, sampling defaults) and ``MODEL_CARD.md``. SPE
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -120,8 +121,11 @@ def save_generator(unet: UNet2DModel, scheduler: DDPMScheduler, info: dict, fold
     scheduler.save_pretrained(folder)
     umask_mode(folder)
     (folder / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-    if model_card is not None:
-        (folder / "MODEL_CARD.md").write_text(model_card)
+    if model_card is not None:  # ends with the weights' sha256, which exists only now
+        weights = folder / "diffusion_pytorch_model.safetensors"
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        (folder / "MODEL_CARD.md").write_text(
+            model_card + f"\nWeights: fp16 safetensors ({weights.stat().st_size / 1e6:.1f} MB), sha256 `{digest}`.\n")
     return folder
 
 

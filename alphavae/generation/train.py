@@ -118,7 +118,8 @@ Rebuild this model (data in `$ALPHAVAE_SHARED_DATA/rgba-train`):
 
     {command}
 
-This model and the comparison table together, on one GPU: `OUT=/tmp/out STEPS=3000 MINUTES=5.6 bash scripts/generation_gpu_run.sh`.
+This model and the comparison table together, on one GPU (the three VAEs of `benchmarks/gpu_ablation.sh`):
+`OUT=/tmp/out STEPS={config.steps} MINUTES={config.max_minutes} bash scripts/generation_gpu_run.sh`.
 
 Limits: a teaching model — {config.image_size} px clip art, tiny, trained minutes; the samples show real transparency
 (soft edges, holes), not fine detail. Quality against held-out images: `results/generation.md`.

@@ -17,13 +17,17 @@ from alphavae.notebook.plotting import DPI, show_rgba
 #: Terms plotted by default, in this order, when the log has them.
 LOSS_TERMS = ("loss/reconstruction", "loss/prior_kl", "loss/reference_kl", "loss/perceptual", "loss/adversarial",
               "disc/loss", "adaptive_weight", "lr")
+#: Logged values that follow a schedule, not a batch: never smoothed.
+SCHEDULES = ("lr",)
 
 
 def plot_loss_terms(logs: dict[str, list[dict[str, float]]] | list[dict[str, float]], terms: Sequence[str] | None = None,
-                    panel: float = 1.8) -> Figure:
+                    panel: float = 1.8, smooth: int = 1) -> Figure:
     """One panel per logged term (unweighted), value against step; ``logs`` is one run's ``read_log`` or
     ``{label: log}`` for several runs drawn together. Positive terms on a log scale, the others linear: each
-    panel's y label says which."""
+    panel's y label says which. ``smooth`` > 1 draws the logged values faintly and their running mean over
+    ``smooth`` logged points on top (one step's loss at batch 8 is noisy; the mean shows the trend); the learning
+    rate is a schedule and is drawn as logged."""
     runs = {"": logs} if isinstance(logs, list) else dict(logs)
     present = {k for log in runs.values() for entry in log for k in entry}
     terms = [t for t in (terms or LOSS_TERMS) if t in present]
@@ -39,7 +43,13 @@ def plot_loss_terms(logs: dict[str, list[dict[str, float]]] | list[dict[str, flo
             points = [(e["step"], e[term]) for e in log if term in e]
             if points:
                 steps, values = map(np.asarray, zip(*points))
-                ax.plot(steps, values, lw=1, label=label or None)
+                if smooth > 1 and len(values) >= smooth and term not in SCHEDULES:
+                    faint = ax.plot(steps, values, lw=0.6, alpha=0.3)[0]
+                    mean = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+                    ax.plot(steps[smooth - 1:], mean, lw=1.2, color=faint.get_color(),
+                            label=f"{label} (mean of {smooth})".strip())
+                else:
+                    ax.plot(steps, values, lw=1, label=label or None)
         values = [e[term] for log in runs.values() for e in log if term in e]
         log_scale = bool(values) and min(values) > 0
         if log_scale:

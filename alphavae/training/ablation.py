@@ -46,12 +46,10 @@ from alphavae.training.data import train_and_heldout
 from alphavae.training.loop import read_log
 from alphavae.losses.objective import build_objective, gradient_shares
 from alphavae.training.trainer import perceptual_model, train
-from alphavae.vae.reconstruct import reconstruct
+from alphavae.vae.reconstruct import RECONSTRUCT_BATCH, reconstruct
 from alphavae.paths import results_dir
 from alphavae.vae.loading import load_vae, weights_sha256
 
-#: Images per encode → decode when the ablation reconstructs the held-out set.
-RECONSTRUCT_BATCH = 16
 #: Held-out images the gradient shares at the start are measured on.
 SHARE_IMAGES = 8
 

@@ -28,6 +28,9 @@ from alphavae.imageio import (
     save_png,
 )
 
+#: Images per encode → decode where a caller scores a whole set (the ablation, the generation table).
+RECONSTRUCT_BATCH = 16
+
 
 @torch.no_grad()
 def reconstruct(vae: AutoencoderKL, x01: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
