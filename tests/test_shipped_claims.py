@@ -217,23 +217,32 @@ def test_readme_prose_around_the_tables_matches_the_results():
         assert re.search(re.escape(pattern), README), f"README does not say {pattern!r} ({what} in results/)"
 
 
+def _card_table_prints_the_sets(folder: str, header: str, results: dict, columns: dict[str, tuple[str, ...]]) -> list[dict]:
+    """The rows of the card's table starting ``header`` (bold stripped), checked to be ``results["sets"]`` in order:
+    each row's test set ends with its image count, and each ``column`` prints the value at its key path in the set.
+    Returns the rows."""
+    rows = [{k: v.replace("*", "") for k, v in row.items()} for row in _table(_card(folder), header)]
+    sets = list(results["sets"].values())
+    assert len(rows) == len(sets), ([r["test set"] for r in rows], list(results["sets"]))
+    for row, result in zip(rows, sets):
+        where = f"{folder} card {row['test set']!r}"
+        assert row["test set"].endswith(f"({result['images']})"), where
+        for column, path in columns.items():
+            value = result
+            for key in path:
+                value = value[key]
+            _printed(row[column], value, where=f"{where} {column}")
+    return rows
+
+
 def test_readme_rgb_vae_table_is_the_model_cards_and_the_results():
     """The RGB VAE's table in its card prints ``benchmarks/results/heldout_quality_rgb.json`` (one row per set, in
     order), and the README's table repeats the card's rows."""
     results = json.loads((ROOT / "benchmarks" / "results" / "heldout_quality_rgb.json").read_text())
     assert results["rgb"] == "embedded"
-    card_rows = [{k: v.replace("*", "") for k, v in row.items()}
-                 for row in _table(_card("embedded-vae"), "| test set | VAE PSNR |")]
-    sets = list(results["sets"].values())
-    assert len(card_rows) == len(sets), ([c["test set"] for c in card_rows], list(results["sets"]))
-    for card, result in zip(card_rows, sets):
-        where = f"embedded-vae card {card['test set']!r}"
-        assert card["test set"].endswith(f"({result['images']})"), where
-        scores = result["rgb_white"]
-        _printed(card["VAE PSNR"], scores["vae"]["psnr"], where=where)
-        _printed(card["VAE LPIPS-Alex"], scores["vae"]["lpips_alex"], where=where)
-        _printed(card["bicubic PSNR"], scores["bicubic"]["psnr"], where=where)
-        _printed(card["bicubic LPIPS-Alex"], scores["bicubic"]["lpips_alex"], where=where)
+    card_rows = _card_table_prints_the_sets("embedded-vae", "| test set | VAE PSNR |", results, {
+        "VAE PSNR": ("rgb_white", "vae", "psnr"), "VAE LPIPS-Alex": ("rgb_white", "vae", "lpips_alex"),
+        "bicubic PSNR": ("rgb_white", "bicubic", "psnr"), "bicubic LPIPS-Alex": ("rgb_white", "bicubic", "lpips_alex")})
     readme_rows = _table(README, "| test set | VAE PSNR / LPIPS-Alex |")
     assert readme_rows
     for row in readme_rows:
@@ -266,16 +275,9 @@ def test_rgba_model_card_table_is_the_heldout_results_of_the_shipped_weights():
         "benchmarks/results/heldout_quality_rgba.json scored other weights than the shipped embedded-rgba: re-run "
         "python benchmarks/heldout_quality.py --ood DIR --json benchmarks/results/heldout_quality_rgba.json")
     assert results["rgb_sha256"] == SHIPPED["embedded-vae"], results["rgb_sha256"]
-    rows = _table(_card("embedded-rgba"), "| test set | mean PSNR |")
-    sets = list(results["sets"].values())
-    assert len(rows) == len(sets), ([r["test set"] for r in rows], list(results["sets"]))
-    for row, result in zip(rows, sets):
-        where = f"embedded-rgba card {row['test set']!r}"
-        assert row["test set"].endswith(f"({result['images']})"), where
-        scores = result["rgba"]
-        for column, key in (("mean PSNR", "psnr"), ("LPIPS-Alex", "lpips_alex"), ("alpha PSNR", "alpha_psnr"),
-                            ("RGB ceiling PSNR", "ceiling_psnr")):
-            _printed(row[column], scores[key], where=f"{where} {column}")
+    rows = _card_table_prints_the_sets("embedded-rgba", "| test set | mean PSNR |", results, {
+        "mean PSNR": ("rgba", "psnr"), "LPIPS-Alex": ("rgba", "lpips_alex"), "alpha PSNR": ("rgba", "alpha_psnr"),
+        "RGB ceiling PSNR": ("rgba", "ceiling_psnr")})
     readme_rows = _table(README, "| test set | mean PSNR |")  # the README repeats the card's rows, in order
     assert [{k: v for k, v in r.items() if k != "test set"} for r in readme_rows] == [
         {k.replace("alpha", "α"): v for k, v in r.items() if k != "test set"} for r in rows], "README RGBA table"
