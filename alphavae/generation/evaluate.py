@@ -178,8 +178,8 @@ def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, devi
 
     Adds a ``train split (reference)`` row: real training images scored the same way — the value a
     generator that reproduced the training distribution exactly would get — and a ``train split through the
-    VAE (reference)`` row: the same images encoded and decoded by the first model's VAE, the best any generator
-    in that latent space can do (its decoder's own soft alpha included).
+    VAE (reference)`` row: the same images encoded and decoded by the first model's VAE, roughly what a generator
+    decoded by that VAE can hope for (its decoder's own soft alpha included).
     """
     device = torch_device(device)
     feature = vgg16_features(device)
