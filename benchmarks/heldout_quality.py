@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     rgb_vae, lpips = load_vae(args.rgb, device=device), load_lpips("alex", device)
     rgba_vae = None if args.no_rgba else load_vae(args.rgba, device=device)
     result = {"rgb": args.rgb, "rgb_sha256": weights_sha256(args.rgb), "rgba": None if args.no_rgba else args.rgba,
-              "rgba_sha256": None if args.no_rgba else weights_sha256(args.rgba), "image_size": SIZE, "sets": {}}
+              "rgba_sha256": None if args.no_rgba else weights_sha256(args.rgba), "image_size": SIZE,
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads",
+              "sets": {}}
     for name, files in sets.items():
         images = load_set(files).to(device)
         rgb = rgb_scores(rgb_vae, images, lpips)
@@ -110,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"alpha PSNR {rgba['alpha_psnr']:.2f} dB; RGB ceiling {rgba['ceiling_psnr']:.2f} dB", flush=True)
         print(f"  checks: {result['sets'][name]['checks']}", flush=True)
         result["seconds"] = time.perf_counter() - start
-        result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         result["command"] = "python benchmarks/heldout_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
         if args.json:
             args.json.write_text(json.dumps(result, indent=1) + "\n")
