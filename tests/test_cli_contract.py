@@ -359,6 +359,8 @@ def test_generate_bad_options_name_themselves(tmp_path, capsys, option, value):
     ('{"image_size": 256, "shift_factor": 0, "scaling_factor": 0.3}', ["generator.json", '"vae"']),
     ('{"vae": "embedded-rgba", "image_size": "big", "shift_factor": 0, "scaling_factor": 0.3}', ["generator.json", '"image_size"']),
     ("{not json", ["generator.json", "JSON"]),
+    ('{"vae": "embedded-rgba", "image_size": 256, "shift_factor": 0, "scaling_factor": []}', ["generator.json", '"scaling_factor"']),
+    ('{"vae": "embedded-rgba", "image_size": 256, "shift_factor": [0, "x"], "scaling_factor": 1}', ["generator.json", '"shift_factor"']),
 ])
 def test_a_bad_generator_json_names_the_file_and_key(tmp_path, capsys, content, needles):
     (tmp_path / "gen").mkdir()

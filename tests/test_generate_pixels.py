@@ -7,12 +7,16 @@ tests/test_generate_cli.py checks the files and that *some* pixel has α < 1, wh
   :func:`alphavae.generation.sampler.generate_with` with the same seed, size, classes, guidance and steps
   within 8-bit rounding, and those settings each change the images (so the comparison has power);
 * :func:`decode_latents` inverts the latent scaling: decoding ``(z − shift)·scale`` of a real image's
-  posterior mean gives the VAE's reconstruction of it;
+  posterior mean gives the VAE's reconstruction of it, with the VAE's scalars and with per-channel factors
+  (which whiten each channel); per-channel factors of the wrong length are refused at load;
 * at the shipped defaults (25 steps, guidance 2) the samples have a real share of transparent and of opaque
   pixels (results/generation.json: 28 % and 19 % over 512 samples; a VAE that ignores alpha gives 0 % / 100 %).
 """
 
 from __future__ import annotations
+
+import json
+import shutil
 
 import pytest
 import torch
@@ -20,7 +24,7 @@ import torch
 from alphavae.cli import main
 from alphavae.generation.sampler import decode_latents, generate_with, load_generator
 from alphavae.imageio import load_rgba
-from alphavae.paths import sample_dir
+from alphavae.paths import models_dir, sample_dir
 from alphavae.vae.reconstruct import reconstruct
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,6 +67,35 @@ def test_decode_latents_inverts_the_latent_scaling(generator):
     latents = (z - info["shift_factor"]) * info["scaling_factor"]
     decoded = decode_latents(vae, latents, info["shift_factor"], info["scaling_factor"])
     torch.testing.assert_close(decoded, reconstruct(vae, x), rtol=0, atol=1e-5)
+
+
+def test_per_channel_normalisation_whitens_each_channel_and_decodes_back(generator):
+    from alphavae.generation.train import as_channel_tensor, latent_normalisation
+
+    vae = generator.vae
+    x = torch.stack([load_rgba(sample_dir() / "people" / "smiley003.png")[:, 64:128, 64:128],
+                     load_rgba(sample_dir() / "people" / "smiley003.png")[:, 0:64, 0:64]])
+    with torch.no_grad():
+        z = vae.encode(x * 2 - 1).latent_dist.mean
+    shift, scale = latent_normalisation("channel", vae, z)
+    assert len(shift) == len(scale) == z.shape[1]
+    latents = (z - as_channel_tensor(shift, z)) * as_channel_tensor(scale, z)
+    torch.testing.assert_close(latents.mean((0, 2, 3)), torch.zeros(z.shape[1]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(latents.std((0, 2, 3)), torch.ones(z.shape[1]), rtol=0, atol=1e-4)
+    decoded = decode_latents(vae, latents, shift, scale)
+    torch.testing.assert_close(decoded, reconstruct(vae, x), rtol=0, atol=1e-5)
+    assert latent_normalisation("vae", vae, z) == (getattr(vae.config, "shift_factor", None) or 0.0, vae.config.scaling_factor)
+
+
+def test_a_per_channel_factor_of_the_wrong_length_is_refused(tmp_path):
+    from alphavae.generation.sampler import GeneratorLoadError
+
+    folder = tmp_path / "gen"
+    shutil.copytree(models_dir() / "embedded-generator", folder)
+    info = json.loads((folder / "generator.json").read_text())
+    (folder / "generator.json").write_text(json.dumps({**info, "scaling_factor": [1.0, 2.0]}))
+    with pytest.raises(GeneratorLoadError, match=r'"scaling_factor" has 2 values; the UNet has 16'):
+        load_generator(str(folder))
 
 
 def test_shipped_generator_makes_transparent_and_opaque_pixels(shipped_generator_samples):

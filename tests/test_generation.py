@@ -18,6 +18,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from alphavae.vae.conversion import convert_to_rgba
 from alphavae.paths import data_dir, sample_dir
@@ -89,6 +90,21 @@ def test_resume_continues_exactly_from_the_checkpoint(tiny_run, tmp_path):
     assert steps == list(range(1, 7))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert losses == [json.loads(line)["loss"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+
+
+def test_channel_normalisation_stores_each_channels_mean_and_inverse_std(tiny_run, tmp_path):
+    root, config, _ = tiny_run
+    folder = train_generator(dataclasses.replace(config, steps=2, latent_normalisation="channel"), tmp_path / "run",
+                             progress=False)
+    info = json.loads((folder / "generator.json").read_text())
+    mean = load_file(str(tmp_path / "run" / "latents.safetensors"))["mean"]
+    assert info["config"]["latent_normalisation"] == "channel"
+    torch.testing.assert_close(torch.tensor(info["shift_factor"]), mean.mean((0, 2, 3)))
+    torch.testing.assert_close(torch.tensor(info["scaling_factor"]), 1 / mean.std((0, 2, 3)))
+    images = generate_with(load_generator(str(folder)), 2, seed=0, num_inference_steps=2)
+    assert images.shape == (2, 4, 32, 32) and torch.isfinite(images).all()
+    with pytest.raises(ValueError, match="--latent-normalisation 'pixel'"):
+        dataclasses.replace(config, latent_normalisation="pixel")
 
 
 def test_sampling_is_deterministic_rgba_and_validates_its_arguments(tiny_run):

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: How latents are scaled for the diffusion model: ``vae`` — the VAE's own scalar ``(z − shift_factor) ·
+#: scaling_factor``; ``channel`` — per latent channel, ``(z − mean_c) / std_c`` over the training latents, so every
+#: channel has unit variance against the unit noise (a 16-channel VAE's channels differ in spread by ~3.5×).
+LATENT_NORMALISATIONS = ("vae", "channel")
+
 
 @dataclass(frozen=True)
 class UNetShape:
@@ -38,6 +43,7 @@ class GeneratorConfig:
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     hflip: bool = True
+    latent_normalisation: str = "vae"  # one of LATENT_NORMALISATIONS
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 1000
@@ -47,3 +53,8 @@ class GeneratorConfig:
     num_inference_steps: int = 25
     device: str = "auto"
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.latent_normalisation not in LATENT_NORMALISATIONS:
+            raise ValueError(f"--latent-normalisation {self.latent_normalisation!r}: must be one of "
+                             f"{', '.join(LATENT_NORMALISATIONS)}")

@@ -7,8 +7,9 @@ diffusers ``UNet2DModel`` from scratch on the latents of the project's clip-art 
 
 Choices, all stored with the model:
 
-* **Latents** are ``(z − shift_factor) · scaling_factor`` of the paired RGBA VAE (``shift`` is 0 for the
-  SD-style embedded VAE), ``z`` sampled from the posterior at every training step (mean + std · ε, cached
+* **Latents** are ``(z − shift_factor) · scaling_factor``: the paired RGBA VAE's own factors (``shift`` is 0 for
+  the SD-style embedded VAE), or one factor per latent channel (``latent_normalisation: channel`` — each channel
+  to zero mean and unit variance over the training latents), ``z`` sampled from the posterior at every training step (mean + std · ε, cached
   once) — the usual latent-diffusion recipe; decoding uses the inverse map.
 * **Conditioning**: the clip-art category (top-level folder of the data set) through ``num_class_embeds``,
   plus one extra "unconditional" class used for classifier-free guidance (labels are dropped to it with
@@ -51,8 +52,8 @@ from alphavae.vae.loading import (
 #: The file beside the UNet that says how the generator pairs with its VAE and how to sample it.
 INFO_FILE = "generator.json"
 #: The keys :data:`INFO_FILE` must have (what loading, sampling and decoding read), with their JSON types.
-INFO_KEYS: dict[str, type | tuple[type, ...]] = {"vae": str, "image_size": int, "shift_factor": (int, float),
-                                                 "scaling_factor": (int, float)}
+INFO_KEYS: dict[str, type | tuple[type, ...]] = {"vae": str, "image_size": int, "shift_factor": (int, float, list),
+                                                 "scaling_factor": (int, float, list)}
 #: Most samples one call makes (``--n``): they stream to disk, but a typo of a few zeros should not run for days.
 MAX_SAMPLES = 100_000
 #: Largest seed: torch seeds are 64-bit, and the class draw uses ``seed + 1``.
@@ -129,6 +130,15 @@ def save_generator(unet: UNet2DModel, scheduler: DDPMScheduler, info: dict, fold
     return folder
 
 
+def _has_type(value, kind: type | tuple[type, ...]) -> bool:
+    """``value`` is of ``kind`` (a bool is no number); a list (where ``kind`` allows one) is non-empty and all numbers."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    return True
+
+
 def _parse_info(path: Path) -> dict:
     """Read :data:`INFO_FILE`; anything but a JSON object with the :data:`INFO_KEYS` is an error naming the file and key."""
     try:
@@ -140,8 +150,9 @@ def _parse_info(path: Path) -> dict:
     for key, kind in INFO_KEYS.items():
         if key not in info:
             raise GeneratorLoadError(f"{path}: missing key \"{key}\" (a generator.json needs {', '.join(INFO_KEYS)})")
-        if not isinstance(info[key], kind) or isinstance(info[key], bool):
-            raise GeneratorLoadError(f"{path}: key \"{key}\" is {info[key]!r}, not a {getattr(kind, '__name__', 'number')}")
+        if not _has_type(info[key], kind):
+            what = getattr(kind, "__name__", "number, or a list of one number per latent channel")
+            raise GeneratorLoadError(f"{path}: key \"{key}\" is {info[key]!r}, not a {what}")
     return info
 
 
@@ -191,6 +202,10 @@ def load_generator(spec: str = "embedded-generator", device: str | torch.device 
                                      f"({unreachable}); pass a local generator folder") from exc
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise GeneratorLoadError(f"{spec}: cannot load the generator ({first}); pass a local generator folder") from exc
+    for key in ("shift_factor", "scaling_factor"):
+        if isinstance(info[key], list) and len(info[key]) != unet.config.in_channels:
+            raise GeneratorLoadError(f"{spec}: {INFO_FILE} key \"{key}\" has {len(info[key])} values; the UNet has "
+                                     f"{unet.config.in_channels} latent channels")
     vae = load_vae(vae_spec or info["vae"])
     _warn_if_unpaired(info, vae_spec or info["vae"])
     if vae.config.out_channels != 4:
@@ -245,9 +260,12 @@ def sample_latents(unet: UNet2DModel, scheduler, noise: torch.Tensor, labels: to
 
 
 @torch.no_grad()
-def decode_latents(vae, latents: torch.Tensor, shift_factor: float, scaling_factor: float) -> torch.Tensor:
-    """Diffusion latents → RGBA images ``(n, 4, H, W)`` in [0, 1] through the RGBA VAE (inverse of the scaling)."""
-    z = latents / scaling_factor + shift_factor
+def decode_latents(vae, latents: torch.Tensor, shift_factor: float | list[float],
+                   scaling_factor: float | list[float]) -> torch.Tensor:
+    """Diffusion latents → RGBA images ``(n, 4, H, W)`` in [0, 1] through the RGBA VAE (inverse of the scaling;
+    each factor a number, or one per latent channel)."""
+    factor = lambda f: torch.as_tensor(f, dtype=latents.dtype, device=latents.device).reshape(1, -1, 1, 1)
+    z = latents / factor(scaling_factor) + factor(shift_factor)
     return from_vae_range(vae.decode(z.to(vae.dtype)).sample.float())
 
 

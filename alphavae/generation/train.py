@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
-from alphavae.generation.generator_config import GeneratorConfig
+from alphavae.generation.generator_config import LATENT_NORMALISATIONS, GeneratorConfig
 from alphavae.generation.sampler import (
     UNetShape,
     build_unet,
@@ -97,6 +97,20 @@ def latent_cache(config: GeneratorConfig, vae, files: list[Path], root: Path, ca
     return {"key": key, "mean": mean, "std": std}
 
 
+def latent_normalisation(method: str, vae, mean: torch.Tensor) -> tuple[float | list[float], float | list[float]]:
+    """``(shift, scale)`` with diffusion latents ``(z − shift) · scale`` (:data:`LATENT_NORMALISATIONS`): the VAE's
+    scalars, or per channel the mean and 1/std of the training posterior means ``mean`` ``(N, C, h, w)``."""
+    if method == "vae":
+        return latent_factors(vae)
+    dims = (0, 2, 3)
+    return mean.mean(dims).tolist(), (1.0 / mean.std(dims)).tolist()
+
+
+def as_channel_tensor(factor: float | list[float], like: torch.Tensor) -> torch.Tensor:
+    """A shift or scale (a number, or one per channel) as a tensor broadcasting over ``like``'s ``(N, C, h, w)``."""
+    return torch.as_tensor(factor, dtype=like.dtype, device=like.device).reshape(1, -1, 1, 1)
+
+
 def _model_card(config: GeneratorConfig, info: dict, command: str) -> str:
     return f"""# embedded-generator — a small latent diffusion model of transparent clip art
 
@@ -149,12 +163,15 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
     vae = load_vae(config.vae, device=device)
     if vae.config.in_channels != 4:
         raise ValueError(f"--vae {config.vae}: has {vae.config.in_channels} input channels; an RGBA (4-channel) VAE is needed")
-    shift, scale = latent_factors(vae)
     began = time.time()
     cache = latent_cache(config, vae, train_files, root, output / "latents.safetensors", progress)
     mean, std = cache["mean"].to(device), cache["std"].to(device)
-    tqdm.write(f"latents {tuple(mean.shape)} ready in {time.time() - began:.0f} s; scaled latents: "
-               f"mean {((mean - shift) * scale).mean():.3f}, std {((mean - shift) * scale).std():.3f}")
+    shift, scale = latent_normalisation(config.latent_normalisation, vae, mean)
+    shift_t, scale_t = as_channel_tensor(shift, mean), as_channel_tensor(scale, mean)
+    scaled = (mean - shift_t) * scale_t
+    tqdm.write(f"latents {tuple(mean.shape)} ready in {time.time() - began:.0f} s; scaled ({config.latent_normalisation}): "
+               f"mean {scaled.mean():.3f}, std {scaled.std():.3f}, per-channel std "
+               f"{scaled.std((0, 2, 3)).min():.2f}…{scaled.std((0, 2, 3)).max():.2f}")
     if labels is not None:
         labels = labels.repeat(len(mean) // len(labels)).to(device)
     latent_channels, latent_size = mean.shape[1], mean.shape[-1]
@@ -184,7 +201,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
 
     def one_step(_: int) -> dict[str, torch.Tensor]:
         idx = torch.randint(len(mean), (config.batch_size,), device=device, generator=gen)
-        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, device=device, generator=gen) - shift) * scale
+        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, device=device, generator=gen) - shift_t) * scale_t
         noise = torch.randn(z.shape, device=device, generator=gen)
         t = torch.randint(config.num_train_timesteps, (config.batch_size,), device=device, generator=gen)
         noisy = scheduler.add_noise(z, noise, t)
