@@ -2,7 +2,8 @@
 # Generator variants side by side on one GPU, scored by what needs no VGG16 (so the call carries only the data):
 # alpha statistics of N samples, and the per-channel spread of the sampled latents against the training latents.
 # Each variant is `alphavae generator train` on `embedded-rgba` with the given extra options; its samples come
-# back as $OUT/samples_<name>.tar (score FD-VGG16 on them afterwards, on any machine with the weights).
+# back as $OUT/samples_<name>.tar (score FD-VGG16 on them afterwards, on any machine with the weights); with
+# MODELS=1 its model folder and log as $OUT/model_<name>.tar.
 # Usage (repo root, data in $ALPHAVAE_SHARED_DATA/rgba-train):
 #   OUT=/tmp/out STEPS=1500 N=128 bash benchmarks/generator_ab.sh "vae_lpb1=" "channel_lpb1=--latent-normalisation channel"
 set -euo pipefail
@@ -51,5 +52,6 @@ out.write_text(json.dumps(rows, indent=1) + "\n")
 PY
 for name in "${names[@]}"; do
   [[ -d $RUNS/$name/samples ]] && tar -C "$RUNS/$name" -cf "$OUT/samples_$name.tar" samples
+  [[ -n ${MODELS:-} && -d $RUNS/$name/model ]] && tar -C "$RUNS/$name" -cf "$OUT/model_$name.tar" model log.jsonl
 done
 exit $status

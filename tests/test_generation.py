@@ -107,6 +107,19 @@ def test_channel_normalisation_stores_each_channels_mean_and_inverse_std(tiny_ru
         dataclasses.replace(config, latent_normalisation="pixel")
 
 
+@pytest.mark.parametrize("steps", [1, 25, 100])
+def test_sampling_starts_at_the_last_training_timestep(steps):
+    """Sampling starts from pure noise, so its first step must be the training schedule's last timestep (where the
+    signal is gone); diffusers' default spacing would start at 960 for 25 steps, 900 for 100."""
+    from alphavae.generation.sampler import sampling_scheduler, training_scheduler
+
+    ddpm = training_scheduler(1000)
+    scheduler = sampling_scheduler(ddpm.config)
+    scheduler.set_timesteps(steps)
+    assert int(scheduler.timesteps[0]) == 999 and len(scheduler.timesteps) == steps
+    assert int(scheduler.timesteps[-1]) >= 0 and ddpm.alphas_cumprod[999] < 1e-4
+
+
 def test_sampling_is_deterministic_rgba_and_validates_its_arguments(tiny_run):
     _, _, folder = tiny_run
     generator = load_generator(str(folder))

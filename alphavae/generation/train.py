@@ -123,7 +123,7 @@ Data: `rgba-train` (openclipart-png, Public Domain), training split of `configs/
 ({info['n_train_images']} images, mirrored too), posterior samples of the cached posteriors.
 Training: DDPM (cosine betas, {config.prediction_type}), {info['steps_done']} steps of batch {config.batch_size},
 AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, bf16 on {info['device']},
-{info['train_minutes']:.1f} min. Sampling: DPM-Solver++ ({config.num_inference_steps} steps).
+{info['train_minutes']:.1f} min. Sampling: DPM-Solver++ ({config.num_inference_steps} steps, trailing spacing).
 
 Paired VAE weights: `{config.vae}` with sha256 `{info.get('vae_sha256') or 'unknown (not a local folder)'}`; if that VAE is
 retrained, retrain this model. Generate: `alphavae generate --model embedded-generator --n 4 --seed 0 --output /tmp/g`.
@@ -247,7 +247,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
     info = {
         "vae": config.vae, "vae_sha256": weights_sha256(config.vae), "class_names": class_names, "image_size": config.image_size,
         "shift_factor": shift, "scaling_factor": scale, "guidance_scale": config.guidance_scale,
-        "num_inference_steps": config.num_inference_steps, "sampler": "DPMSolverMultistepScheduler (dpmsolver++)",
+        "num_inference_steps": config.num_inference_steps, "sampler": "DPMSolverMultistepScheduler (dpmsolver++, trailing spacing)",
         "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",
         "n_train_images": len(train_files), "steps_done": step, "train_minutes": round(seconds / 60, 2),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
