@@ -213,7 +213,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "out = vae.decode(vae.encode(x).latent_dist.sample()).sample",
              ("tests/test_reconstruct_pixels.py::test_reconstruct_is_encode_posterior_mean_decode",)),
     Mutation("decode_latents_scaling", "alphavae/generation/sampler.py",
-             "z = latents / factor(scaling_factor) + factor(shift_factor)", "z = latents * factor(scaling_factor) + factor(shift_factor)",
+             "z = latents / as_channel_tensor(scaling_factor, latents)", "z = latents * as_channel_tensor(scaling_factor, latents)",
              ("tests/test_generate_pixels.py::test_decode_latents_inverts_the_latent_scaling",)),
     Mutation("sampler_leading_spacing", "alphavae/generation/sampler.py",
              'timestep_spacing="trailing"', 'timestep_spacing="leading"',

@@ -70,7 +70,8 @@ def test_decode_latents_inverts_the_latent_scaling(generator):
 
 
 def test_per_channel_normalisation_whitens_each_channel_and_decodes_back(generator):
-    from alphavae.generation.train import as_channel_tensor, latent_normalisation
+    from alphavae.generation.sampler import as_channel_tensor
+    from alphavae.generation.train import latent_normalisation
 
     vae = generator.vae
     x = torch.stack([load_rgba(sample_dir() / "people" / "smiley003.png")[:, 64:128, 64:128],

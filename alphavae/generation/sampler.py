@@ -270,13 +270,17 @@ def sample_latents(unet: UNet2DModel, scheduler, noise: torch.Tensor, labels: to
     return x
 
 
+def as_channel_tensor(factor: float | list[float], like: torch.Tensor) -> torch.Tensor:
+    """A shift or scale (a number, or one per channel) as a tensor broadcasting over ``like``'s ``(N, C, h, w)``."""
+    return torch.as_tensor(factor, dtype=like.dtype, device=like.device).reshape(1, -1, 1, 1)
+
+
 @torch.no_grad()
 def decode_latents(vae, latents: torch.Tensor, shift_factor: float | list[float],
                    scaling_factor: float | list[float]) -> torch.Tensor:
     """Diffusion latents → RGBA images ``(n, 4, H, W)`` in [0, 1] through the RGBA VAE (inverse of the scaling;
     each factor a number, or one per latent channel)."""
-    factor = lambda f: torch.as_tensor(f, dtype=latents.dtype, device=latents.device).reshape(1, -1, 1, 1)
-    z = latents / factor(scaling_factor) + factor(shift_factor)
+    z = latents / as_channel_tensor(scaling_factor, latents) + as_channel_tensor(shift_factor, latents)
     return from_vae_range(vae.decode(z.to(vae.dtype)).sample.float())
 
 

@@ -33,6 +33,7 @@ from alphavae.blending import to_vae_range
 from alphavae.generation.generator_config import LATENT_NORMALISATIONS, GeneratorConfig
 from alphavae.generation.sampler import (
     UNetShape,
+    as_channel_tensor,
     build_unet,
     save_generator,
     training_scheduler,
@@ -104,11 +105,6 @@ def latent_normalisation(method: str, vae, mean: torch.Tensor) -> tuple[float | 
         return latent_factors(vae)
     dims = (0, 2, 3)
     return mean.mean(dims).tolist(), (1.0 / mean.std(dims)).tolist()
-
-
-def as_channel_tensor(factor: float | list[float], like: torch.Tensor) -> torch.Tensor:
-    """A shift or scale (a number, or one per channel) as a tensor broadcasting over ``like``'s ``(N, C, h, w)``."""
-    return torch.as_tensor(factor, dtype=like.dtype, device=like.device).reshape(1, -1, 1, 1)
 
 
 def _model_card(config: GeneratorConfig, info: dict, command: str) -> str:
