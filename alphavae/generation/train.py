@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from alphavae.blending import to_vae_range
-from alphavae.generation.generator_config import LATENT_NORMALISATIONS, GeneratorConfig
+from alphavae.generation.generator_config import GeneratorConfig
 from alphavae.generation.sampler import (
     UNetShape,
     as_channel_tensor,
@@ -99,7 +99,7 @@ def latent_cache(config: GeneratorConfig, vae, files: list[Path], root: Path, ca
 
 
 def latent_normalisation(method: str, vae, mean: torch.Tensor) -> tuple[float | list[float], float | list[float]]:
-    """``(shift, scale)`` with diffusion latents ``(z − shift) · scale`` (:data:`LATENT_NORMALISATIONS`): the VAE's
+    """``(shift, scale)`` with diffusion latents ``(z − shift) · scale`` (:data:`alphavae.generation.generator_config.LATENT_NORMALISATIONS`): the VAE's
     scalars, or per channel the mean and 1/std of the training posterior means ``mean`` ``(N, C, h, w)``."""
     if method == "vae":
         return latent_factors(vae)
