@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Rebuild the git-ignored folders a GPU call carries (they do not survive a new checkout):
+#   .whl/               cp312 wheels the device image lacks: diffusers, lpips, pypng, importlib-metadata (6.5 MB)
+#   .nbwhl/             what scripts/execute_notebooks.py needs there: nbclient, ipykernel, ipywidgets and their
+#                       pure-Python needs, less what the image already has (≈ 4.5 MB; no jedi, debugpy or the
+#                       classic-notebook widget extension: none is imported when a kernel only executes)
+#   .gpu/weights-alex/  LPIPS-Alex ImageNet backbone in float16 (4.9 MB; VGG16 is 29 MB: WITH_VGG=1 adds .gpu/weights-vgg)
+#   .gpu/shared/rgba-train  a copy of the training clip art (16.2 MB), for ALPHAVAE_SHARED_DATA=$PWD/.gpu/shared
+# The device image's package list is in /work/.library/device/KINDS.md; a call carries at most 64 MiB with the tree.
+# Usage: bash scripts/gpu_carry.sh   (from the repository root, with the project installed: it runs `alphavae`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+download() {  # download DIR SPEC...: binary cp312 wheels, no dependencies
+  local dir=$1; shift
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$dir" "$@" 2>&1 | grep -v "is ignored" || true
+}
+
+rm -rf .whl .nbwhl
+download .whl diffusers==0.42.1 lpips==0.1.4 pypng==0.20220715.0 importlib-metadata
+download .nbwhl nbclient==0.11.0 ipykernel==7.4.0 ipywidgets==8.1.9 nbformat==5.11.1 jupyter-client jupyter-core \
+  traitlets comm ipython ipython-pygments-lexers prompt-toolkit wcwidth decorator matplotlib-inline stack-data \
+  executing asttokens pure-eval pexpect ptyprocess pyzmq tornado nest-asyncio2 platformdirs fastjsonschema \
+  jsonschema jsonschema-specifications referencing rpds-py jupyterlab-widgets
+
+if [ ! -d .gpu/weights-alex ]; then
+  mkdir -p .gpu/weights-alex
+  alphavae weights fetch --dir .gpu/weights-alex --half
+  rm -f .gpu/weights-alex/*vgg*
+fi
+if [ "${WITH_VGG:-0}" = 1 ] && [ ! -d .gpu/weights-vgg ]; then
+  alphavae weights fetch --dir .gpu/weights-vgg --half
+fi
+src=$(python3 -c "from alphavae.paths import shared_data_dir; print(shared_data_dir())")/rgba-train
+mkdir -p .gpu/shared
+rm -rf .gpu/shared/rgba-train
+cp -r "$src" .gpu/shared/rgba-train
+du -sh .whl .nbwhl .gpu/* .gpu/shared/rgba-train
