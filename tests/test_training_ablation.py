@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -264,6 +265,43 @@ def test_one_given_seed_says_there_are_no_intervals(ablation_dir):
     naive = next(row for row in result["rows"] if row["name"] == "naive_mse")
     assert naive["interval95"] is None and naive["vs_main"]["mean"]["psnr"]["interval95"] is None
     assert "One seed (7) per variant: no intervals" in table and "±" not in table and "Difference from main" not in table
+
+
+def test_runs_trained_in_separate_calls_make_one_table_without_their_models(ablation_dir, capsys):
+    """``--variants``: one call trains and scores only some runs; each keeps ``score.json`` and ``pictures.png``. A
+    later command finds every run scored, trains nothing (the models are gone, as when only the small folders
+    come back from a GPU call) and writes the table the runs would have given together."""
+    path = use_variants(ablation_dir, ("main", "naive_mse"), seeds=[0, 1])
+    runs, results = ablation_dir / "runs", ablation_dir / "results"
+    first = run_ablation(path, runs, results, overrides={"steps": 1}, seeds=[0], variants=["naive_mse"])
+    assert not (runs / "main").exists() and "| naive_mse |" in first and "| main |" not in first
+    assert "--variants naive_mse" in first
+    run_ablation(path, runs, results, overrides={"steps": 1}, seeds=[1], variants=["naive_mse"])
+    run_ablation(path, runs, results, overrides={"steps": 1}, variants=["main"])
+    together = json.loads((results / "ablation.json").read_text())  # main's two seeds, scored from their models
+    scored = {run: json.loads((run / "score.json").read_text()) for run in runs.glob("*/seed-*")}
+    assert len(scored) == 4 and all(s["heldout"] and (run / "pictures.png").is_file() for run, s in scored.items())
+    for run in runs.glob("*/seed-*"):
+        shutil.rmtree(run / "model")
+        shutil.rmtree(run / "model-fp16")
+    table = run_ablation(path, runs, results, overrides={"steps": 1})
+    result = json.loads((results / "ablation.json").read_text())
+    assert not any(runs.glob("*/seed-*/model"))  # nothing trained again
+    rows = {row["name"]: row for row in result["rows"]}
+    assert rows["main"]["seeds"] == next(r for r in together["rows"] if r["name"] == "main")["seeds"]
+    assert rows["naive_mse"]["seeds"]["0"]["mean"] == scored[runs / "naive_mse" / "seed-0"]["numbers"]["mean"]
+    assert "vs_main" in rows["naive_mse"] and "| naive_mse |" in table.split("Difference")[1]
+    assert load_rgba(results / "ablation_recon" / "naive_mse.png").shape == (4, 32, 64)
+    # A score made on other held-out images cannot stand in for a model that is gone: one line naming the file.
+    score_file = runs / "main" / "seed-1" / "score.json"
+    score = json.loads(score_file.read_text())
+    score_file.write_text(json.dumps({**score, "heldout": score["heldout"][1:]}))
+    with pytest.raises(ConfigError, match=re.escape(str(score_file))):
+        run_ablation(path, runs, results, overrides={"steps": 1})
+    capsys.readouterr()
+    assert cli_main(["train", "--ablation", str(path), "--output", str(runs), "--variants", "main", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--variants" in err and "nope" in err, err
 
 
 def test_shipped_ablation_trains_three_seeds():

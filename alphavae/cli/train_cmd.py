@@ -17,6 +17,7 @@ EPILOG = """examples:
   alphavae train --config configs/toy.json --output runs/toy-seed1 --seed 1
   alphavae train --ablation configs/ablation.json --output runs/ablation --results results --jobs 6
   alphavae train --ablation configs/ablation.json --output runs/ablation --jobs 7 --seeds 0 1 2
+  alphavae train --ablation configs/ablation.json --output runs/ablation --seeds 1 --variants main no_gan
 multi-GPU (same global batch, DDP through accelerate):
   accelerate launch --num_processes 2 -m alphavae train --config configs/main.json --output runs/main"""
 
@@ -34,6 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="--config: override the config's seed")
     p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                    help="ablation: train every variant once per seed (replaces the ablation config's 'seeds')")
+    p.add_argument("--variants", nargs="+", metavar="NAME",
+                   help="ablation: only these variants (runs already scored elsewhere are read from their score.json)")
     p.add_argument("--results", type=Path, default=Path("results"), help="ablation: where ablation.md/.json go")
     p.add_argument("--jobs", type=int, default=1, help="ablation: runs (variant, seed) trained at the same time (one process each)")
     p.add_argument("--lpips-net", choices=("alex", "vgg"),
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--seed: applies to --config; an ablation takes --seeds (one run per variant and seed)")
     if args.seeds is not None and args.config is not None:
         raise CLIError("--seeds: applies to --ablation; one training run takes --seed")
+    if args.variants is not None and args.config is not None:
+        raise CLIError("--variants: applies to --ablation; --config is one variant already")
     overrides = {}
     if args.steps is not None:
         overrides["steps"] = args.steps
@@ -68,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         from alphavae.training.ablation import run_ablation
 
         output = args.output or Path("runs") / args.ablation.stem
-        report = run_ablation(args.ablation, output, args.results, jobs=args.jobs, overrides=overrides, seeds=args.seeds)
+        report = run_ablation(args.ablation, output, args.results, jobs=args.jobs, overrides=overrides, seeds=args.seeds,
+                              variants=args.variants)
         print(report)
         return 0
     from alphavae.training.trainer import TrainingDiverged, train

@@ -14,6 +14,11 @@ row then holds the mean over its seeds (in the same keys as one run's), each see
 each mean and the paired difference from ``main`` (:mod:`alphavae.training.ablation_stats`). The reference rows
 are deterministic and computed once; strips and gradient shares are those of the first seed.
 
+Across GPU calls: each scored run keeps its numbers in ``OUTPUT/<variant>/seed-<s>/score.json`` (with the
+held-out file names it was scored on) and its picture strip in ``pictures.png``. A run with a score needs no
+model: it is neither trained nor scored again, so runs trained in different calls (``variants`` selects some,
+``--variants``) are collected into one table from their small folders (``results/ablation_runs/``).
+
 The ceiling: for each of the 9 backgrounds, the RGB VAE reconstructs the opaque composite of the target over
 that background, scored against that composite — what the RGB VAE achieves when it never has to model alpha.
 """
@@ -36,7 +41,7 @@ import torch
 from alphavae.blending import BACKGROUNDS, composite
 from alphavae.vae.conversion import convert_to_rgba
 from alphavae.training.data import RGBAFolder
-from alphavae.imageio import atomic_write, save_png
+from alphavae.imageio import atomic_write, load_rgba, save_png
 from alphavae.metric.alpha import AlphaReport, alpha_metric
 from alphavae.metric.backbones import lpips_or_reason
 from alphavae.training.ablation_stats import differences_from, summarize_seeds
@@ -57,6 +62,8 @@ SHARE_IMAGES = 8
 SHARED_KEYS = ("vae", "data", "split", "image_size", "max_images", "steps", "batch_size", "seed")
 #: The variant every other one is compared with, seed by seed.
 BASELINE = "main"
+#: A scored run's numbers and its picture strip, in its folder (what a later table needs of it; no model).
+SCORE_FILE, PICTURES_FILE = "score.json", "pictures.png"
 
 
 @dataclass
@@ -143,7 +150,8 @@ def train_variants(configs: dict[str, TrainConfig], ablation: AblationConfig, ou
     aliases = same_runs(configs)
     dirs = {name: run_dirs(output, name, cfg, ablation.seeds) for name, cfg in configs.items() if name not in aliases}
     seeds = next(iter(dirs.values()))  # the same for every variant (they share their config's seed)
-    todo = [(name, seed, dirs[name][seed]) for seed in seeds for name in dirs if not (dirs[name][seed] / "model").is_dir()]
+    todo = [(name, seed, dirs[name][seed]) for seed in seeds for name in dirs
+            if not (dirs[name][seed] / "model").is_dir() and not (dirs[name][seed] / SCORE_FILE).exists()]
     if jobs <= 1:
         for name, seed, folder in todo:
             train(dataclasses.replace(configs[name], seed=seed), folder, resume=True)
@@ -222,15 +230,40 @@ def _row(name: str, kind: str, report: AlphaReport | dict) -> dict[str, Any]:
     return {"name": name, "kind": kind, **_sections(report)}
 
 
-def _score_run(folder: Path, targets: torch.Tensor, device: torch.device,
-               lpips_model) -> tuple[dict[str, Any], list[str], torch.Tensor]:
-    """One trained run's numbers (a row's sections, its speed and last loss), its trainer notes, its reconstructions."""
+def _score_run(folder: Path, targets: torch.Tensor, heldout: list[str], picks: list[int], device: torch.device,
+               lpips_model) -> tuple[dict[str, Any], list[str], torch.Tensor | None]:
+    """One run's numbers (a row's sections, its speed and last loss), its trainer notes and its picture strip.
+
+    Read from the run's ``score.json`` when that was scored on the same held-out images with the same LPIPS
+    availability; otherwise scored from its ``model/`` and written there (with ``pictures.png``)."""
+    cached, run_json = folder / SCORE_FILE, folder / "run.json"
+    if cached.exists():
+        score = read_json(cached, "ablation run score")
+        if score.get("heldout") == heldout and score.get("lpips") == (lpips_model is not None):
+            strip = load_rgba(folder / PICTURES_FILE) if picks else None
+            return score["numbers"], score["notes"], strip
+        if not (folder / "model").is_dir():
+            raise ConfigError(f"{cached}: scored on other held-out images (or LPIPS availability) and its model/ is "
+                              f"not here to score again: retrain that run or remove the file")
+    if not (folder / "model").is_dir():
+        raise ConfigError(f"{folder}: no model/ and no {SCORE_FILE}: this run has not been trained")
     recon = reconstruct(load_vae(str(folder / "model"), device=device), targets, RECONSTRUCT_BATCH)
     report = alpha_metric(recon.to(device), targets.to(device), masked=True, lpips_model=lpips_model)
     log = read_log(folder)
     numbers = {**_sections(report), "images_per_s": log[-1].get("images_per_s") if log else None,
                "final_loss": log[-1].get("total") if log else None}
-    return numbers, json.loads((folder / "run.json").read_text())["notes"], recon
+    notes = json.loads(run_json.read_text())["notes"]
+    strip = picture_strip(recon, picks)
+    if strip is not None:
+        save_png(strip, folder / PICTURES_FILE)
+    score = {"numbers": numbers, "notes": notes, "heldout": heldout, "lpips": lpips_model is not None}
+    atomic_write(cached, lambda p: Path(p).write_text(json.dumps(score, indent=1) + "\n"))
+    return numbers, notes, strip
+
+
+def picture_strip(images: torch.Tensor, picks: list[int]) -> torch.Tensor | None:
+    """The picked images side by side (one ``(4, H, n·W)`` image), or None when no pictures are kept."""
+    return torch.cat(list(images[picks]), dim=-1) if picks else None
 
 
 def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Path, n_pictures: int,
@@ -244,6 +277,7 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
         raise ConfigError("the ablation needs a held-out split: set 'split' in the variant configs")
     dataset = RGBAFolder(heldout[0].parent, size=first.image_size, files=heldout)
     targets = torch.stack([dataset.load(i) for i in range(len(dataset))])
+    names = [f"{p.parent.name}/{p.name}" for p in heldout]
     notes: list[str] = []
     lpips_model, reason = lpips_or_reason("alex", device)  # the metric's LPIPS (AlexNet v0.1, as the paper's)
     if reason:
@@ -254,7 +288,7 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
 
     def strip(name: str, images: torch.Tensor) -> None:
         if picks:
-            save_png(torch.cat(list(images[picks]), dim=-1), strips / f"{name}.png")
+            save_png(picture_strip(images, picks), strips / f"{name}.png")
 
     strip("target", targets)
     rgb_vae = load_vae(first.vae)
@@ -274,10 +308,10 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
         per_seed: dict[str, dict[str, Any]] = {}
         train_notes: dict[str, None] = {}  # the runs' notes, each once, in order
         for seed, folder in run_dirs(output, name, cfg, seeds).items():
-            per_seed[str(seed)], run_notes, recon = _score_run(folder, targets, device, lpips_model)
+            per_seed[str(seed)], run_notes, pictures = _score_run(folder, targets, names, picks, device, lpips_model)
             train_notes.update(dict.fromkeys(run_notes))
-            if len(per_seed) == 1:
-                strip(name, recon)
+            if len(per_seed) == 1 and pictures is not None:
+                save_png(pictures, strips / f"{name}.png")
         first_seed = dataclasses.replace(cfg, seed=int(next(iter(per_seed))))
         rows.append({"name": name, "kind": "variant", **summarize_seeds(per_seed), "config": cfg.to_dict(),
                      "train_notes": list(train_notes),
@@ -303,19 +337,29 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
 
 
 def run_ablation(path: str | os.PathLike, output: str | os.PathLike, results: str | os.PathLike = "results",
-                 jobs: int = 1, overrides: dict[str, Any] | None = None, seeds: list[int] | None = None) -> str:
+                 jobs: int = 1, overrides: dict[str, Any] | None = None, seeds: list[int] | None = None,
+                 variants: list[str] | None = None) -> str:
     """Train every variant of the ablation config at ``path`` into ``output``, score them, write the table.
 
-    ``seeds`` replaces the config's ``seeds`` (``--seeds``). Returns the Markdown table.
+    ``seeds`` replaces the config's ``seeds`` (``--seeds``); ``variants`` keeps only those variants, in the
+    config's order (``--variants``: a GPU call trains some runs; a later command collects every scored run).
+    Returns the Markdown table.
     """
     overrides = overrides or {}
     ablation = load_ablation(path)
     if seeds is not None:
         ablation.seeds = check_seeds(seeds, "--seeds")
+    if variants is not None:
+        unknown = [v for v in variants if v not in ablation.variants]
+        if unknown or not variants:
+            raise ConfigError(f"--variants: {unknown[0] if unknown else 'none given'} is not a variant of {path} "
+                              f"(its variants: {', '.join(ablation.variants)})")
+        ablation.variants = {k: v for k, v in ablation.variants.items() if k in variants}
     configs = variant_configs(ablation, overrides)
     output, results = Path(output), Path(results)
     train_variants(configs, ablation, output, jobs, overrides)
-    options = [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()] + ([f"--seeds {' '.join(map(str, seeds))}"] if seeds else [])
+    options = ([f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()] + ([f"--seeds {' '.join(map(str, seeds))}"] if seeds else [])
+               + ([f"--variants {' '.join(variants)}"] if variants else []))
     command = "alphavae train --ablation " + " ".join([str(path), "--output", str(output), "--results", str(results),
                                                        "--jobs", str(jobs), *options])
     return markdown_table(evaluate_ablation(configs, output, results, ablation.n_pictures, command, ablation.seeds))
