@@ -304,7 +304,7 @@ def test_generator_card_and_json_agree_with_the_shipped_unet():
     _printed(_find(text, r"\({N} M parameters", "generator card").group(1), n / 1e6, where="generator card")
     assert f"the {len(info['class_names'])} clip-art categories" in text
     assert unet.config.num_class_embeds == len(info["class_names"]) + 1  # + the "unconditional" class
-    assert f"scale {info['guidance_scale']}" in text and f"({info['num_inference_steps']} steps)" in text
+    assert f"scale {info['guidance_scale']}" in text and f"({info['num_inference_steps']} steps, trailing spacing)" in text
     assert f"({info['n_train_images']} images" in text and f"{info['steps_done']} steps of batch {info['config']['batch_size']}" in text
 
 
