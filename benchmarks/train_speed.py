@@ -7,7 +7,9 @@ Rows (each in a fresh process, so peak memory and compile caches are its own), a
   each composite through the trainable encoder, the reference encodes, summed reductions, two ``autograd.grad``
   calls for the adaptive weight, every logged term read back to the host each step;
 * ``eager`` — the trainer's step (``alphavae.training.trainer.train_step``) with ``compile: off``;
-* ``optimised`` — the same step with ``compile: on`` (torch.compile, channels_last; frozen networks in bf16).
+* ``optimised`` — the same step as the trainer runs it on a GPU by default: recorded as CUDA graphs and replayed
+  (``cuda_graphs``), frozen networks in bf16; ``--optimised compile+graphs`` adds torch.compile and channels_last
+  (``compile: on``), ``--optimised compile`` is compilation alone.
 
 Models: ``sd`` (Stable Diffusion's VAE architecture, 83.7 M parameters, random init: timing only) and
 ``embedded`` (the shipped small VAE). Per row: images/s, step time, FLOPs counted by ``FlopCounterMode`` over one
@@ -17,7 +19,7 @@ H200, peak memory over the timed steps, warm-up time (compilation included), and
 (the rows start from the same weights and batch, so it checks that the three compute the same objective).
 
     python benchmarks/train_speed.py --json benchmarks/results/train_speed.json
-    python benchmarks/train_speed.py --rows optimised:embedded:8 --steps 20
+    python benchmarks/train_speed.py --rows optimised:embedded:8 --steps 20 --optimised compile+graphs --profile 3
 """
 
 from __future__ import annotations
@@ -85,14 +87,19 @@ def official_step(setup, batch: torch.Tensor, step: int) -> dict[str, float]:
     return {**logs, **d_logs}
 
 
-def prepare_row(row: str, n_batches: int, lpips_net: str):
+#: What the ``optimised`` row switches on (config keys ``compile``, ``cuda_graphs``).
+OPTIMISED = {"graphs": ("off", "on"), "compile+graphs": ("on", "on"), "compile": ("on", "off")}
+
+
+def prepare_row(row: str, n_batches: int, lpips_net: str, optimised: str = "graphs"):
     """(name, model, batch, config, accelerator, setup, step function, batches) of one row, built in this process."""
     name, model, batch = row.split(":")
     batch = int(batch)
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(configs_dir() / "main.json", vae=vae_spec(model, Path(tmp)), data="sample", split=None,
                              batch_size=batch, steps=10_000, num_workers=0, lpips_net=lpips_net,
-                             compile="on" if name == "optimised" else "off")
+                             compile=OPTIMISED[optimised][0] if name == "optimised" else "off",
+                             cuda_graphs=OPTIMISED[optimised][1] if name == "optimised" else "off")
         acc = make_accelerator(config)
         torch.manual_seed(0)
         setup = build_setup(config, acc)
@@ -115,14 +122,16 @@ def prepare_row(row: str, n_batches: int, lpips_net: str):
     return name, model, batch, config, acc, setup, step
 
 
-def run_row(row: str, steps: int, warmup: int, lpips_net: str) -> dict:
-    """Time one row in this process."""
-    name, model, batch, config, acc, setup, step = prepare_row(row, warmup + steps + 1, lpips_net)
+def run_row(row: str, steps: int, warmup: int, lpips_net: str, optimised: str, profile: int = 0) -> dict:
+    """Time one row in this process (then, with ``profile``, print the kernels of that many more steps)."""
+    name, model, batch, config, acc, setup, step = prepare_row(row, warmup + steps + 1 + profile, lpips_net, optimised)
 
     def sync() -> None:
         if acc.device.type == "cuda":
             torch.cuda.synchronize()
 
+    if acc.device.type == "cuda":  # peak over the whole row: a CUDA graph's memory is taken while it is recorded
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     logs = step(0)
     first_total = float(logs["total"])
@@ -135,8 +144,6 @@ def run_row(row: str, steps: int, warmup: int, lpips_net: str) -> dict:
         step(i)
     sync()
     warmup_s = time.perf_counter() - t0
-    if acc.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for i in range(warmup + 1, warmup + 1 + steps):
         logs = step(i)
@@ -144,12 +151,34 @@ def run_row(row: str, steps: int, warmup: int, lpips_net: str) -> dict:
         read_logs(acc, logs)  # what the trainer does every log_every steps
     sync()
     step_s = (time.perf_counter() - t0) / steps
+    if profile:
+        print_profile(step, range(warmup + 1 + steps, warmup + 1 + steps + profile), sync)
     return {"name": name, "model": model, "batch": batch, "image_size": config.image_size,
+            "optimised": optimised if name == "optimised" else None,
             "parameters_m": round(sum(p.numel() for p in setup.model.parameters()) / 1e6, 2),
             "step_ms": 1000 * step_s, "images_per_s": batch / step_s, "flops_per_step": flops,
             "warmup_s": warmup_s, "first_step_total": first_total,
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if acc.device.type == "cuda" else None,
             "lpips_net": lpips_net, "notes": setup.notes}
+
+
+def print_profile(step, steps: range, sync) -> None:
+    """torch.profiler over ``steps``: GPU time per step, the 25 kernels that take most of it, and the 30 operators
+    (with their input shapes) that do (to stderr)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        for i in steps:
+            step(i)
+        sync()
+    events = prof.key_averages()
+    gpu_us = sum(e.self_device_time_total for e in events)
+    print(f"profile: {gpu_us / 1e3 / len(steps):.1f} ms of GPU time per step over {len(steps)} steps", file=sys.stderr)
+    print(events.table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70), file=sys.stderr)
+    print("the same by operator and input shapes (eager and compiled parts; a CUDA graph's replay has no operators):",
+          file=sys.stderr)
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cuda_time_total", row_limit=30,
+                                                             max_name_column_width=40, max_shapes_column_width=90),
+          file=sys.stderr)
 
 
 def count_flops(row: str, lpips_net: str) -> int:
@@ -176,19 +205,36 @@ def finish(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def save(rows: list[dict], path: Path | None) -> None:
+    """:func:`finish` the rows, stamp machine and command, and write them to ``path`` (after every row: a call
+    cut short by its time limit keeps the rows it measured)."""
+    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
+    for r in finish(rows):
+        r.update(machine=machine, command=command, torch=torch.__version__)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated name:model:batch (default: all nine)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=5, help="steps before timing (compilation happens here)")
     parser.add_argument("--lpips-net", default="vgg", choices=("vgg", "alex"))
+    parser.add_argument("--optimised", default="graphs", choices=tuple(OPTIMISED),
+                        help="what the optimised rows switch on (default: what the trainer does on a GPU)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, profile N steps of each row and print its top kernels")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--count-flops", action="store_true",
                         help="only count each row's FLOPs per image (one step at batch 1; runs on a CPU too)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row in this process, print its JSON
     args = parser.parse_args()
     if args.one:
-        print("ROW " + json.dumps(run_row(args.one, args.steps, args.warmup, args.lpips_net)), flush=True)
+        print("ROW " + json.dumps(run_row(args.one, args.steps, args.warmup, args.lpips_net, args.optimised,
+                                          args.profile)), flush=True)
         return
     if args.count_flops:
         for row in args.rows.split(","):
@@ -198,8 +244,11 @@ def main() -> None:
     rows = []
     for row in args.rows.split(","):
         cmd = [sys.executable, __file__, "--one", row, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--lpips-net", args.lpips_net]
+               "--lpips-net", args.lpips_net, "--optimised", args.optimised, "--profile", str(args.profile)]
         done = subprocess.run(cmd, capture_output=True, text=True)
+        if args.profile:
+            print("\n".join(line for line in done.stderr.splitlines() if not line.startswith(("Warning", "  warnings"))),
+                  flush=True)
         lines = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
         if done.returncode or not lines:
             print(f"{row}: failed (exit {done.returncode})\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -208,16 +257,11 @@ def main() -> None:
         r = rows[-1]
         print(f"{row:24s} {r['images_per_s']:8.1f} img/s  {r['step_ms']:7.1f} ms  peak {r['peak_memory_gib'] or 0:5.1f} GiB  "
               f"warm-up {r['warmup_s']:5.1f} s  first total {r['first_step_total']:.6g}", flush=True)
-    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
-    for r in finish(rows):
-        r.update(machine=machine, command=command, torch=torch.__version__)
+        save(rows, args.json)
+    for r in rows:
         print(f"{r['name']}:{r['model']}:{r['batch']}: MFU {100 * (r['mfu'] or 0):.1f} % "
               f"({100 * (r['mfu_vs_measured_matmul'] or 0):.1f} % of the measured matmul), "
               f"{(r['flops_per_step'] or 0) / 1e12:.3f} TFLOP/step")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
     if len(rows) < len(args.rows.split(",")):
         sys.exit(1)
 

@@ -4,7 +4,10 @@
 #   .nbwhl/             what scripts/execute_notebooks.py needs there: nbclient, ipykernel, ipywidgets and their
 #                       pure-Python needs, less what the image already has (≈ 4.5 MB; no jedi, debugpy or the
 #                       classic-notebook widget extension: none is imported when a kernel only executes)
-#   .gpu/weights-alex/  LPIPS-Alex ImageNet backbone in float16 (4.9 MB; VGG16 is 29 MB: WITH_VGG=1 adds .gpu/weights-vgg)
+#   .whl-slim/          the same wheels with diffusers repacked without its pipelines (2.3 MB): for a call that
+#                       carries LPIPS-VGG and no data (the trainers and benchmarks import no pipeline)
+#   .gpu/weights-alex/  LPIPS-Alex ImageNet backbone in float16 (4.9 MB; VGG16 is 29 MB: WITH_VGG=1 adds
+#                       .gpu/weights-vgg, VGG16 alone: with the tree and .whl-slim ≈ 64 MB, no room for data)
 #   .gpu/shared/rgba-train  a copy of the training clip art (16.2 MB), for ALPHAVAE_SHARED_DATA=$PWD/.gpu/shared
 # The device image's package list is in /work/.library/device/KINDS.md; a call carries at most 64 MiB with the tree.
 # Usage: bash scripts/gpu_carry.sh   (from the repository root, with the project installed: it runs `alphavae`)
@@ -20,6 +23,13 @@ download() {  # download DIR SPEC...: binary cp312 wheels, no dependencies
 
 rm -rf .whl .nbwhl
 download .whl diffusers==0.42.1 lpips==0.1.4 pypng==0.20220715.0 importlib-metadata
+rm -rf .whl-slim && mkdir .whl-slim && cp .whl/*.whl .whl-slim/ && rm .whl-slim/diffusers-*.whl
+slim=$(mktemp -d)
+python3 -m zipfile -e .whl/diffusers-*.whl "$slim"
+rm -rf "$slim"/diffusers/modular_pipelines
+find "$slim"/diffusers/pipelines -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+python3 -m wheel pack "$slim" -d .whl-slim >/dev/null
+rm -rf "$slim"
 download .nbwhl nbclient==0.11.0 ipykernel==7.4.0 ipywidgets==8.1.9 nbformat==5.11.1 jupyter-client jupyter-core \
   traitlets comm ipython ipython-pygments-lexers prompt-toolkit wcwidth decorator matplotlib-inline stack-data \
   executing asttokens pure-eval pexpect ptyprocess pyzmq tornado nest-asyncio2 platformdirs fastjsonschema \
@@ -32,9 +42,10 @@ if [ ! -d .gpu/weights-alex ]; then
 fi
 if [ "${WITH_VGG:-0}" = 1 ] && [ ! -d .gpu/weights-vgg ]; then
   alphavae weights fetch --dir .gpu/weights-vgg --half
+  rm -f .gpu/weights-vgg/*alex*
 fi
 src=$(python3 -c "from alphavae.paths import shared_data_dir; print(shared_data_dir())")/rgba-train
 mkdir -p .gpu/shared
 rm -rf .gpu/shared/rgba-train
 cp -r "$src" .gpu/shared/rgba-train
-du -sh .whl .nbwhl .gpu/* .gpu/shared/rgba-train
+du -sh .whl .whl-slim .nbwhl .gpu/* .gpu/shared/rgba-train

@@ -237,6 +237,14 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("objective_discriminator_sees_clamped_reconstructions", "alphavae/losses/objective.py",
              "fake = self.discriminator(recon.detach())", "fake = self.discriminator(recon.detach().clamp(-1, 1))",
              ("tests/test_training_step.py::test_the_discriminator_step_scores_the_reconstruction_the_adversarial_term_scored",)),
+    Mutation("graphs_inputs_copied_once", "alphavae/training/graphs.py",
+             "fixed.copy_(value, non_blocking=True)", "fixed.detach()",
+             ("tests/test_training_graphs.py::test_the_graphs_fixed_input_path_trains_exactly_as_the_eager_step",),
+             "every step would train on the first step's batch and draws"),
+    Mutation("graphs_resume_keeps_saved_rate_form", "alphavae/training/optim.py",
+             'group[key] = torch.tensor(value, device=device) if capturable and key == "lr" else value',
+             'group[key] = group[key]',
+             ("tests/test_training_graphs.py::test_a_capturable_optimisers_checkpoint_resumes_an_eager_one_and_back",)),
 )
 
 

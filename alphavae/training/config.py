@@ -56,10 +56,12 @@ class TrainConfig:
     loss: dict[str, Any] = field(default_factory=dict)  # fields of LossWeights; left out = paper default
     ema_decay: float | None = None  # None: no EMA; else the EMA weights are the ones saved at the end
     gradient_checkpointing: bool = False
-    # torch.compile + channels_last of the networks: off | on | auto (on a GPU). Off by default: measured on an H200
-    # (benchmarks/NOTES.md, "The training step"), at SD size it halves peak memory at the same speed, and at the
-    # embedded size it is slower (batch 8: 87.5 vs 98.9 images/s) after about 2 minutes of compilation.
-    compile: str = "off"
+    # torch.compile + channels_last of the networks, and the whole step as CUDA graphs (alphavae.training.graphs):
+    # off | on | auto (on one GPU process; graphs need bf16 or fp32). Measured on an H200 (benchmarks/NOTES.md,
+    # "Stop 18"), embedded VAE at batch 8: eager 113 images/s, graphs 134, both 280 after about 2 minutes of
+    # compilation; SD size at batch 16: 36.4 eager, 56.7 both.
+    compile: str = "auto"
+    cuda_graphs: str = "auto"
     mixed_precision: str = "auto"  # auto (bf16 on a GPU, none on a CPU) | bf16 | fp16 | no
     device: str = "auto"  # auto | cpu
     seed: int = 0
@@ -93,6 +95,8 @@ class TrainConfig:
             raise ConfigError(f"{source}: 'mixed_precision' must be auto, bf16, fp16 or no, got {self.mixed_precision!r}")
         if self.compile not in COMPILE_CHOICES:
             raise ConfigError(f"{source}: 'compile' must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r}")
+        if self.cuda_graphs not in COMPILE_CHOICES:
+            raise ConfigError(f"{source}: 'cuda_graphs' must be one of {', '.join(COMPILE_CHOICES)}, got {self.cuda_graphs!r}")
         if self.device not in ("auto", "cpu"):
             raise ConfigError(f"{source}: 'device' must be auto or cpu, got {self.device!r}")
         if self.lpips_net not in ("alex", "vgg"):

@@ -21,7 +21,8 @@ the two agree) and differs only in how:
   gradients in buckets overlapped with the backward pass. The two W-gradients of λ are averaged over the
   processes too, so λ is the one-process value.
 * **Kernels** (:func:`optimise_networks`, on a GPU): frozen networks (reference VAE, LPIPS) in bf16,
-  channels_last, and ``torch.compile`` of the encoder, decoder, LPIPS and discriminator.
+  channels_last, and ``torch.compile`` of the encoder, the decoder but its last layer (:func:`decoder_parts`),
+  LPIPS and the discriminator; the whole step can then be recorded as CUDA graphs (:mod:`alphavae.training.graphs`).
 """
 
 from __future__ import annotations
@@ -176,13 +177,26 @@ def optimise_networks(model: AutoencoderKL, objective: AlphaVAEObjective, compil
         for net in [*trainable, *frozen]:
             if net is not None:
                 net.to(memory_format=torch.channels_last)
-        parts = [model.encoder, model.decoder, objective.discriminator, objective.lpips_model,
+        parts = [model.encoder, *decoder_parts(model), objective.discriminator, objective.lpips_model,
                  objective.reference_vae.encoder if objective.reference_vae is not None else None]
         for part in parts:
             if part is not None:
                 part.compile(dynamic=False)
-        notes.append("torch.compile of the encoder, decoder, discriminator, LPIPS and reference encoder; channels_last")
+        notes.append("torch.compile of the encoder, the decoder up to its last layer, the discriminator, LPIPS and the "
+                     "reference encoder; channels_last")
     return notes
+
+
+def decoder_parts(model: AutoencoderKL) -> list[nn.Module]:
+    """The decoder's blocks to compile: all but its last convolution, the layer W of the adaptive weight.
+
+    A compiled module's backward is one graph that computes every gradient it has, so the two W-gradients of
+    λ (``autograd.grad(recon, W, …)``) through a compiled decoder would each run the decoder's whole backward;
+    with W eager they cost one weight-gradient convolution each, as in the eager step.
+    """
+    decoder = model.decoder
+    return [module for name, child in decoder.named_children() if name != "conv_out"
+            for module in (child if isinstance(child, nn.ModuleList) else [child])]
 
 
 def augment(x01: torch.Tensor, blend_p: float, choices: tuple[torch.Tensor, torch.Tensor],

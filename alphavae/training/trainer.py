@@ -41,8 +41,9 @@ from alphavae.metric.backbones import lpips_or_reason
 from alphavae.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from alphavae.training.config import ConfigError, TrainConfig
 from alphavae.training.data import RGBAFolder, StepBatchSampler, make_loader, train_and_heldout
+from alphavae.training.graphs import StepGraphs
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
-from alphavae.training.optim import adamw, lr_schedule
+from alphavae.training.optim import adamw, lr_schedule, settle_groups
 from alphavae.training.step import (DiscriminatorLoss, DivergenceWatch, GeneratorLoss, augment, global_draws,
                                     optimise_networks, step_generator)
 from alphavae.vae.loading import load_vae
@@ -77,6 +78,7 @@ class TrainingSetup:
     disc_scheduler: Any = None
     ema: EMAModel | None = None
     watch: DivergenceWatch = field(default_factory=DivergenceWatch)
+    graphs: StepGraphs | None = None  # the step as CUDA graphs (None: eager)
     notes: list[str] = field(default_factory=list)
 
 
@@ -136,7 +138,8 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
     notes += optimise_networks(model, objective, compile_networks, frozen_dtype)
     reduce_mean = (lambda t: accelerator.reduce(t, reduction="mean")) if accelerator.num_processes > 1 else None
     generator_loss = accelerator.prepare_model(GeneratorLoss(model, objective, reduce_mean))
-    optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay)
+    graphs = use_cuda_graphs(config, accelerator)
+    optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay, capturable=graphs)
     scheduler = lr_schedule(optimizer, config.lr_schedule, config.warmup_steps, config.steps)
     setup = TrainingSetup(accelerator, config, weights, model, objective, optimizer, scheduler, generator_loss,
                           latent_shape(model, config.image_size), channels_last=compile_networks, notes=notes)
@@ -144,13 +147,33 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
         setup.discriminator = objective.discriminator
         setup.discriminator_loss = accelerator.prepare_model(DiscriminatorLoss(setup.discriminator))
         setup.disc_optimizer = adamw(setup.discriminator.parameters(), config.disc_lr or config.lr, config.betas,
-                                     config.weight_decay)
+                                     config.weight_decay, capturable=graphs)
         disc_steps = max(config.steps - weights.disc_start, 1)
         setup.disc_scheduler = lr_schedule(setup.disc_optimizer, config.lr_schedule, min(config.warmup_steps, disc_steps), disc_steps)
     if config.ema_decay is not None:
         setup.ema = EMAModel(model.parameters(), decay=config.ema_decay)
         setup.ema.to(device)
+    if graphs:
+        setup.graphs = StepGraphs(lambda *args: update(setup, *args))
+        notes.append("the step recorded as CUDA graphs (before and after disc_start) and replayed")
     return setup
+
+
+def use_cuda_graphs(config: TrainConfig, accelerator: Accelerator) -> bool:
+    """Whether the step runs as CUDA graphs: ``cuda_graphs`` on, or auto on one GPU process without fp16's
+    loss scaler (its skipped steps decide on the host). 'on' where that cannot hold is a :class:`ConfigError`."""
+    if config.cuda_graphs == "off":
+        return False
+    reason = None
+    if accelerator.device.type != "cuda":
+        reason = "it needs a GPU"
+    elif accelerator.num_processes > 1:
+        reason = f"it runs on one process, not {accelerator.num_processes} (several processes train eagerly)"
+    elif accelerator.mixed_precision == "fp16":
+        reason = "fp16's loss scaler decides on the host; use mixed_precision bf16"
+    if reason is not None and config.cuda_graphs == "on":
+        raise ConfigError(f"cuda_graphs is 'on' but {reason}; set cuda_graphs to auto or off")
+    return reason is None
 
 
 def broadcast_buffers(accelerator: Accelerator, module: torch.nn.Module | None) -> None:
@@ -190,32 +213,46 @@ def check_divergence(setup: TrainingSetup) -> None:
             raise TrainingDiverged(f"step {step}: loss term '{term}' is {value}; lower the learning rate or check the data")
 
 
-def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-    """One generator (and, from ``disc_start``, discriminator) update on ``batch`` in [0, 1]; returns the logs
-    as device tensors (:func:`read_logs` reads them), with no host synchronisation."""
-    acc, config = setup.accelerator, setup.config
-    batch = batch.to(acc.device, non_blocking=True)
-    generator = step_generator(config.seed, step, acc.device)
-    choices, noise = global_draws(generator, config.batch_size, setup.weights.blend_p, setup.latent_shape,
-                                  acc.process_index, acc.num_processes)
+def update(setup: TrainingSetup, batch: torch.Tensor, choices: tuple[torch.Tensor, torch.Tensor],
+           noise: torch.Tensor | None, adversarial: bool) -> dict[str, torch.Tensor]:
+    """The optimisation work of one step on a device batch in [0, 1] and the step's draws: the generator update
+    and, when ``adversarial``, the discriminator's. Fixed shapes, no host synchronisation: what a CUDA graph
+    records (:mod:`alphavae.training.graphs`). Returns the logs as device tensors."""
+    acc = setup.accelerator
     x01 = augment(batch, setup.weights.blend_p, choices, setup.channels_last)
-    adversarial = setup.objective.active("adversarial", step)
     with acc.autocast():
-        loss, logs, recon = setup.generator_loss(x01, noise if setup.objective.sample_posterior else None, adversarial)
+        loss, logs, recon = setup.generator_loss(x01, noise, adversarial)
     setup.optimizer.zero_grad(set_to_none=True)
     acc.backward(loss)
     setup.optimizer.step()
-    setup.scheduler.step()
-    if setup.ema is not None:
-        setup.ema.step(setup.model.parameters())
     if setup.discriminator_loss is not None and adversarial:
         with acc.autocast():
             d_loss, d_logs = setup.discriminator_loss(x01, recon)
         setup.disc_optimizer.zero_grad(set_to_none=True)
         acc.backward(d_loss)
         setup.disc_optimizer.step()
-        setup.disc_scheduler.step()
         logs.update(d_logs)
+    return logs
+
+
+def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    """One generator (and, from ``disc_start``, discriminator) update on ``batch`` in [0, 1] — through the step's
+    CUDA graphs when the setup has them — then the schedules, EMA and the divergence watch. Returns the logs as
+    device tensors (:func:`read_logs` reads them), with no host synchronisation."""
+    acc, config = setup.accelerator, setup.config
+    batch = batch.to(acc.device, non_blocking=True)
+    generator = step_generator(config.seed, step, acc.device)
+    choices, noise = global_draws(generator, config.batch_size, setup.weights.blend_p, setup.latent_shape,
+                                  acc.process_index, acc.num_processes)
+    noise = noise if setup.objective.sample_posterior else None
+    adversarial = setup.objective.active("adversarial", step)
+    run = setup.graphs if setup.graphs is not None else (lambda *args: update(setup, *args))
+    logs = run(batch, choices, noise, adversarial)
+    setup.scheduler.step()
+    if setup.discriminator_loss is not None and adversarial:
+        setup.disc_scheduler.step()
+    if setup.ema is not None:
+        setup.ema.step(setup.model.parameters())
     setup.watch.update(step, logs)
     return logs
 
@@ -290,13 +327,16 @@ def _checkpoint_state(setup: TrainingSetup, step: int) -> dict[str, Any]:
 
 def _restore(setup: TrainingSetup, shared: dict[str, Any], local: dict[str, Any]) -> int:
     """Load a checkpoint's states into ``setup`` (and this process's RNG); returns its step."""
+    capturable = setup.graphs is not None
     setup.model.load_state_dict(shared["model"])
     setup.optimizer.load_state_dict(shared["optimizer"])
     setup.scheduler.load_state_dict(shared["scheduler"])
+    settle_groups(setup.optimizer, capturable, setup.scheduler)
     if setup.discriminator is not None:
         setup.discriminator.load_state_dict(shared["discriminator"])
         setup.disc_optimizer.load_state_dict(shared["disc_optimizer"])
         setup.disc_scheduler.load_state_dict(shared["disc_scheduler"])
+        settle_groups(setup.disc_optimizer, capturable, setup.disc_scheduler)
     if setup.ema is not None:
         setup.ema.load_state_dict(shared["ema"])
     if setup.accelerator.scaler is not None and "scaler" in shared:
@@ -361,7 +401,7 @@ def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | No
 
     def write_log(done: int, device_logs: dict[str, torch.Tensor]) -> str:
         check_divergence(setup)
-        logs = {**read_logs(acc, device_logs), "lr": setup.scheduler.get_last_lr()[0]}
+        logs = {**read_logs(acc, device_logs), "lr": float(setup.scheduler.get_last_lr()[0])}
         speed["images_per_s"] = (done - start) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
         logs["images_per_s"] = speed["images_per_s"]
         acc.log(logs, step=done)
