@@ -6,7 +6,7 @@ Rows (each in a fresh process, so peak memory and compile caches are its own), a
 * ``official`` — the formulation written from docs/method.md (``AlphaVAEObjective.generator_step``): the image and
   each composite through the trainable encoder, the reference encodes, summed reductions, two ``autograd.grad``
   calls for the adaptive weight, every logged term read back to the host each step;
-* ``eager`` — the trainer's step (``alphavae.training.trainer.train_step``) with ``compile: off``;
+* ``eager`` — the trainer's step (``alphavae.training.trainer.train_step``) with ``compile`` and ``cuda_graphs`` off;
 * ``optimised`` — the same step as the trainer runs it on a GPU by default: torch.compile and channels_last
   (``compile``), recorded as CUDA graphs and replayed (``cuda_graphs``), frozen networks in bf16;
   ``--optimised graphs`` or ``--optimised compile`` switch on one of the two.
@@ -15,7 +15,8 @@ Models: ``sd`` (Stable Diffusion's VAE architecture, 83.7 M parameters, random i
 ``embedded`` (the shipped small VAE). Per row: images/s, step time, FLOPs counted by ``FlopCounterMode`` over one
 step (compiled kernels are not seen by it, so an optimised row reports its eager row's count: the same
 arithmetic), MFU against the 989 TFLOP/s bf16 datasheet peak and the 788 TFLOP/s a bf16 matmul measures on an
-H200, peak memory over the timed steps, warm-up time (compilation included), and the first step's total loss
+H200, peak memory over the whole row (warm-up, compilation and graph recording included; every row starts at
+``disc_start``, so the switch between the two phases' graphs is not in it), warm-up time (compilation included), and the first step's total loss
 (the rows start from the same weights and batch, so it checks that the three compute the same objective).
 
     python benchmarks/train_speed.py --json benchmarks/results/train_speed.json
@@ -42,6 +43,7 @@ from alphavae.losses.augmentation import blend_choices
 from alphavae.paths import configs_dir, sample_dir
 from alphavae.training.config import load_config
 from alphavae.training.data import RGBAFolder
+from alphavae.training.graphs import WARMUP
 from alphavae.training.step import step_generator
 from alphavae.training.trainer import build_setup, make_accelerator, read_logs, train_step
 
@@ -89,9 +91,10 @@ def official_step(setup, batch: torch.Tensor, step: int) -> dict[str, float]:
 
 #: What the ``optimised`` row switches on (config keys ``compile``, ``cuda_graphs``).
 OPTIMISED = {"graphs": ("off", "on"), "compile+graphs": ("on", "on"), "compile": ("on", "off")}
+DEFAULT_OPTIMISED = "compile+graphs"  # what the trainer does on one GPU
 
 
-def prepare_row(row: str, n_batches: int, lpips_net: str, optimised: str = "compile+graphs"):
+def prepare_row(row: str, n_batches: int, lpips_net: str, optimised: str = DEFAULT_OPTIMISED):
     """(name, model, batch, config, accelerator, setup, step function, batches) of one row, built in this process."""
     name, model, batch = row.split(":")
     batch = int(batch)
@@ -223,7 +226,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=5, help="steps before timing (compilation happens here)")
     parser.add_argument("--lpips-net", default="vgg", choices=("vgg", "alex"))
-    parser.add_argument("--optimised", default="compile+graphs", choices=tuple(OPTIMISED),
+    parser.add_argument("--optimised", default=DEFAULT_OPTIMISED, choices=tuple(OPTIMISED),
                         help="what the optimised rows switch on (default: what the trainer does on a GPU)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after timing, profile N steps of each row and print its top kernels")
@@ -232,6 +235,9 @@ def main() -> None:
                         help="only count each row's FLOPs per image (one step at batch 1; runs on a CPU too)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row in this process, print its JSON
     args = parser.parse_args()
+    if "graphs" in args.optimised and args.warmup < WARMUP:  # else the recording would be timed as a step
+        parser.error(f"--warmup {args.warmup}: an optimised row records its CUDA graph after {WARMUP} eager steps; "
+                     f"use --warmup {WARMUP} or more")
     if args.one:
         print("ROW " + json.dumps(run_row(args.one, args.steps, args.warmup, args.lpips_net, args.optimised,
                                           args.profile)), flush=True)

@@ -1,30 +1,33 @@
-"""The step as CUDA graphs (``alphavae.training.graphs``) trains exactly as the eager step does.
+"""The optimised step (``alphavae.training.graphs``, torch.compile) trains exactly as the eager step does.
 
-On a CPU: the graphs' fixed-input path (``record=False``: the same copies into fixed tensors, the same phase
-switch at ``disc_start``, schedules and EMA outside) gives bit-identical losses and weights to the eager step;
-a capturable optimiser's checkpoint resumes an eager run and back (rate tensors ↔ numbers). On a GPU (skipped
-without one): recorded and replayed graphs against the eager step from the same start, every term on, across
-``disc_start``. Tolerance there: relative 1e-3 on every logged value and, on
+On a CPU: the graphs' fixed-input path (``record=False``: the same copies into fixed tensors, schedules and EMA
+outside) gives bit-identical losses and weights to the eager step; ``compile: on`` (Inductor's CPU kernels) gives
+the eager losses and weights within the tolerances its test states; a capturable optimiser's checkpoint resumes
+an eager run and an eager one a capturable run (rate tensors ↔ numbers). On a GPU (skipped without one):
+recorded and replayed graphs against the eager step from the same start, every term on, each phase recorded and
+replayed several times. Tolerance there: relative 1e-3 on every logged value and, on
 each weight, 1e-2 of its largest change in the steps (bf16 autocast; cuDNN's backward kernels may sum in a
-different order between calls).
-"""
+different order between calls)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from diffusers import AutoencoderKL
+from torch.torch_version import TorchVersion
 
 from alphavae.training.checkpoint import load_checkpoint, save_checkpoint
 from alphavae.training.config import ConfigError, config_from_dict
 from alphavae.training.graphs import StepGraphs
 from alphavae.training.optim import adamw, lr_schedule, settle_groups
-from alphavae.training.trainer import build_setup, make_accelerator, read_logs, train_step, update, use_cuda_graphs
+from alphavae.training.trainer import (build_setup, make_accelerator, read_logs, train_step, update, use_compile,
+                                       use_cuda_graphs)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-STEPS = 7  # disc_start 3: three eager steps (the warm-up), then each phase's graph
+DISC_START, STEPS = 6, 12  # each phase: graphs.WARMUP (3) eager steps, then its graph recorded and replayed 3 times
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def tiny_vae(tmp_path_factory) -> Path:
 
 def config_for(vae: Path | str, **changes):
     raw = {"vae": str(vae), "data": "sample", "split": None, "image_size": 32, "steps": 50, "batch_size": 4,
-           "lr": 1e-3, "warmup_steps": 2, "loss": {"disc_start": 3, "perceptual": 0.0}, "device": "cpu",
+           "lr": 1e-3, "warmup_steps": 2, "loss": {"disc_start": DISC_START, "perceptual": 0.0}, "device": "cpu",
            "num_workers": 0, "ema_decay": 0.9, "cuda_graphs": "off"}
     raw.update(changes)
     return config_from_dict(raw)
@@ -80,22 +83,60 @@ def initial_state(config) -> dict[str, torch.Tensor]:
 def test_the_graphs_fixed_input_path_trains_exactly_as_the_eager_step(tiny_vae):
     eager, eager_state = train_some(config_for(tiny_vae), record=None)
     graphed, graphed_state = train_some(config_for(tiny_vae), record=False)
-    assert "disc/loss" not in eager[2] and "disc/loss" in eager[3]  # both phases ran
+    assert "disc/loss" not in eager[DISC_START - 1] and "disc/loss" in eager[DISC_START]  # both phases ran
     assert graphed == eager
     for key, value in eager_state.items():
         assert torch.equal(graphed_state[key], value), key
 
 
+def reconstruction(config, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A fixed batch through an eager model with the VAE weights of ``state`` (posterior mean, in [-1, 1])."""
+    model = build_setup(config, make_accelerator(config)).model
+    model.load_state_dict({k.removeprefix("vae."): v for k, v in state.items() if k.startswith("vae.")})
+    with torch.no_grad():
+        x = batches(1, config.image_size)[0] * 2 - 1
+        return model.decode(model.encode(x).latent_dist.mean).sample
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_compiled_step_trains_as_the_eager_step_on_a_cpu(tiny_vae):
+    """``compile: on`` (Inductor's CPU kernels, channels_last) against eager, STEPS steps across ``disc_start``.
+
+    Tolerances (fp32): every logged value relative 1e-4; every weight matrix or kernel of the VAE (and its EMA)
+    within 1e-3 of its largest change, of the discriminator within 1e-3 of its largest weight; the trained VAE's reconstruction of a fixed batch within 1e-4. Biases are compared
+    through that reconstruction, not one by one: those the loss cannot see (an attention key's bias, a
+    convolution's bias just before a GroupNorm) have a gradient of rounding noise, which AdamW scales up to
+    full-size steps of either sign in both runs.
+    """
+    eager, eager_state = train_some(config_for(tiny_vae), record=None)
+    compiled, compiled_state = train_some(config_for(tiny_vae, compile="on"), record=None)
+    start = initial_state(config_for(tiny_vae))
+    assert "disc/loss" not in eager[DISC_START - 1] and "disc/loss" in eager[DISC_START]  # both phases ran
+    for step, (a, b) in enumerate(zip(eager, compiled, strict=True)):
+        assert set(a) == set(b), step
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), (step, key)
+    start.update({f"ema.{i}": value for i, value in enumerate(list(start.values()))})  # EMA: the VAE's parameters, in order
+    for key, value in eager_state.items():
+        if value.ndim >= 2:
+            moved = float((value - start[key]).abs().max()) if key in start else float(value.abs().max())
+            assert torch.allclose(compiled_state[key], value, rtol=0, atol=1e-3 * moved), key
+    assert torch.allclose(reconstruction(config_for(tiny_vae), compiled_state),
+                          reconstruction(config_for(tiny_vae), eager_state), rtol=0, atol=1e-4)
+
+
 @pytest.mark.filterwarnings("ignore:Detected call of")
-def test_a_capturable_optimisers_checkpoint_resumes_an_eager_one_and_back(tmp_path):
+@pytest.mark.parametrize("saved_capturable", [True, False])
+def test_an_optimisers_checkpoint_resumes_with_or_without_capturable_rates(tmp_path, saved_capturable):
+    """(A capturable AdamW cannot step on a CPU: the schedules alone run here; the GPU tests step it.)"""
     def fresh(capturable: bool):
         torch.manual_seed(0)
         params = [torch.nn.Parameter(torch.randn(5))]
         optimizer = adamw(params, 1e-2, capturable=capturable)
         return params, optimizer, lr_schedule(optimizer, "cosine", 2, 10)
 
-    params, optimizer, schedule = fresh(capturable=True)
-    assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)
+    params, optimizer, schedule = fresh(capturable=saved_capturable)
+    assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor) is saved_capturable
     assert all(isinstance(lr, float) for lr in schedule.base_lrs)  # no read-back of the rate per step
     for _ in range(3):
         schedule.step()
@@ -128,13 +169,38 @@ def test_cuda_graphs_on_without_a_gpu_is_an_error_naming_the_key(tiny_vae):
         config_for(tiny_vae, cuda_graphs="yes").validate()
 
 
+def gpu_like(processes: int = 1, precision: str = "bf16") -> SimpleNamespace:
+    """What the two rules read of an Accelerator, as a GPU run would have it (no GPU needed)."""
+    return SimpleNamespace(device=torch.device("cuda"), num_processes=processes, mixed_precision=precision)
+
+
+def test_auto_optimises_one_gpu_process_only(tiny_vae):
+    auto = config_for(tiny_vae, compile="auto", cuda_graphs="auto")
+    assert use_compile(auto, gpu_like()) and use_cuda_graphs(auto, gpu_like())
+    assert not use_compile(auto, gpu_like(processes=2)) and not use_cuda_graphs(auto, gpu_like(processes=2))
+    assert use_compile(config_for(tiny_vae, compile="on"), gpu_like(processes=2))  # asked for: compiled DDP
+    assert not use_compile(auto, make_accelerator(config_for(tiny_vae)))  # the CPU
+    assert not use_cuda_graphs(auto, gpu_like(precision="fp16"))
+
+
+def test_graphs_with_gradient_checkpointing_need_torch_2_10(tiny_vae, monkeypatch):
+    auto = config_for(tiny_vae, cuda_graphs="auto", gradient_checkpointing=True)
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.9.1"))
+    assert not use_cuda_graphs(auto, gpu_like())
+    with pytest.raises(ConfigError, match="cuda_graphs is 'on' but gradient checkpointing .* torch 2.10"):
+        use_cuda_graphs(config_for(tiny_vae, cuda_graphs="on", gradient_checkpointing=True), gpu_like())
+    assert use_cuda_graphs(config_for(tiny_vae, cuda_graphs="auto"), gpu_like())  # without checkpointing
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.10.0"))
+    assert use_cuda_graphs(auto, gpu_like())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="recording CUDA graphs needs a GPU")
 @pytest.mark.parametrize("compile_networks", ["off", "on"])
 def test_recorded_graphs_train_as_the_eager_step_on_a_gpu(compile_networks):
     from alphavae.metric.backbones import lpips_or_reason
     nets = [net for net in ("alex", "vgg") if lpips_or_reason(net, "cuda")[0] is not None]  # what the call carried
     changes = dict(device="auto", image_size=64, lpips_net=(nets or ["alex"])[0], compile=compile_networks,
-                   loss={"disc_start": 3, "perceptual": 0.5 if nets else 0.0})
+                   loss={"disc_start": DISC_START, "perceptual": 0.5 if nets else 0.0})
     eager, eager_state = train_some(config_for("embedded", cuda_graphs="off", **changes), record=None)
     start = initial_state(config_for("embedded", cuda_graphs="off", **changes))
     graphed, graphed_state = train_some(config_for("embedded", cuda_graphs="on", **changes), record=True)
@@ -152,16 +218,18 @@ def test_a_graphed_run_stopped_and_resumed_ends_as_an_uninterrupted_one_on_a_gpu
     from alphavae.training.loop import read_log
     from alphavae.training.trainer import train
     from safetensors.torch import load_file
-    config = config_for("embedded", device="auto", image_size=64, steps=12, cuda_graphs="on", checkpoint_every=5,
+    # uninterrupted: phase 2's graph recorded at step 7 and replayed to 15; split at 10: recorded at 7, replayed at
+    # 8–9, then the resumed run warms up again (10–12), records at 13 and replays at 14–15
+    config = config_for("embedded", device="auto", image_size=64, steps=16, cuda_graphs="on", checkpoint_every=5,
                         sample_every=4, log_every=1, loss={"disc_start": 4, "perceptual": 0.0})
     full = train(config, tmp_path / "full")
     assert any("CUDA graphs" in note for note in full.notes)
-    stopped = train(config, tmp_path / "split", stop_after=7)  # checkpoint at 5 and at the stop, 7
-    assert stopped.steps == 7
+    stopped = train(config, tmp_path / "split", stop_after=10)  # checkpoints at 5 and at the stop, 10
+    assert stopped.steps == 10
     train(config, tmp_path / "split", resume=True)
     a, b = (load_file(p / "model" / "diffusion_pytorch_model.safetensors") for p in (tmp_path / "full", tmp_path / "split"))
     for key, value in a.items():
         assert torch.allclose(b[key].float(), value.float(), rtol=1e-3, atol=1e-5), key
     totals = [[entry["total"] for entry in read_log(p)] for p in (tmp_path / "full", tmp_path / "split")]
-    assert len(totals[0]) == len(totals[1]) == 12
+    assert len(totals[0]) == len(totals[1]) == 16
     assert totals[1] == pytest.approx(totals[0], rel=1e-3)

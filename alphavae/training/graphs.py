@@ -9,10 +9,10 @@ What the graph holds: the blend augmentation, the generator loss and its backwar
 What stays outside, every step: copying the batch and the step's random draws into the graph's fixed input
 tensors (so the numbers are exactly the eager step's), the learning-rate schedules (they fill the capturable
 optimisers' rate tensors: :mod:`alphavae.training.optim`), EMA (its decay changes per step) and the divergence
-watch. A step whose work differs (before and after ``disc_start``) is a separate graph; the first one is freed
-when the second phase starts.
+watch. A step whose work differs (before and after ``disc_start``) is a separate graph; the first one, with its
+memory pool, is freed at the first step of the second phase, before that phase's eager warm-up steps.
 
-Each graph is recorded after ``warmup`` eager steps of its phase, run on a side stream as CUDA graphs require
+Each graph is recorded after ``warmup`` eager steps of its phase, run on one side stream as CUDA graphs require
 (cuDNN chooses its algorithms, AdamW creates its state, torch.compile compiles, small constants are cached);
 those steps are ordinary training steps. Recording itself runs nothing, so the recorded step is then replayed.
 """
@@ -43,6 +43,7 @@ class StepGraphs:
         self.inputs: list[torch.Tensor] | None = None
         self.eager_steps = {False: 0, True: 0}
         self.graph: tuple[bool, torch.cuda.CUDAGraph, dict[str, torch.Tensor]] | None = None
+        self.side: torch.cuda.Stream | None = None  # the warm-up steps' stream (one: its cached memory is reused)
 
     def __call__(self, batch: torch.Tensor, choices: tuple[torch.Tensor, torch.Tensor], noise: torch.Tensor | None,
                  adversarial: bool) -> dict[str, torch.Tensor]:
@@ -53,13 +54,14 @@ class StepGraphs:
             fixed.copy_(value, non_blocking=True)
         batch, chosen, picks, *rest = self.inputs
         args = (batch, (chosen, picks), rest[0] if rest else None, adversarial)
-        if self.graph is not None and self.graph[0] == adversarial:
-            self.graph[1].replay()
-            return self.graph[2]
+        if self.graph is not None:
+            if self.graph[0] == adversarial:
+                self.graph[1].replay()
+                return self.graph[2]
+            self.graph = None  # a new phase: free the previous one's graph and its memory before its warm-up
         if not self.record or self.eager_steps[adversarial] < self.warmup:
             self.eager_steps[adversarial] += 1
             return self._on_side_stream(lambda: self.update(*args))
-        self.graph = None  # frees the previous phase's graph and its memory before recording the next
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             logs = self.update(*args)
@@ -70,9 +72,10 @@ class StepGraphs:
     def _on_side_stream(self, run: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         if not self.record:
             return run()
-        side, main = torch.cuda.Stream(), torch.cuda.current_stream()
-        side.wait_stream(main)
-        with torch.cuda.stream(side):
+        self.side = self.side or torch.cuda.Stream()
+        main = torch.cuda.current_stream()
+        self.side.wait_stream(main)
+        with torch.cuda.stream(self.side):
             logs = run()
-        main.wait_stream(side)
+        main.wait_stream(self.side)
         return logs

@@ -133,7 +133,7 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
     if objective.discriminator is not None and on_gpu and accelerator.num_processes > 1:
         objective.discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective.discriminator)
         notes.append("discriminator BatchNorm synchronised over the processes (statistics of the global batch)")
-    compile_networks = config.compile == "on" or (config.compile == "auto" and on_gpu)
+    compile_networks = use_compile(config, accelerator)
     frozen_dtype = torch.bfloat16 if on_gpu and accelerator.mixed_precision == "bf16" else None
     notes += optimise_networks(model, objective, compile_networks, frozen_dtype)
     reduce_mean = (lambda t: accelerator.reduce(t, reduction="mean")) if accelerator.num_processes > 1 else None
@@ -159,9 +159,17 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
     return setup
 
 
+def use_compile(config: TrainConfig, accelerator: Accelerator) -> bool:
+    """Whether the networks are compiled: ``compile`` on, or auto on one GPU process (several processes run
+    eagerly unless asked: compiled DDP with SyncBatchNorm has not been measured or tested here)."""
+    one_gpu = accelerator.device.type == "cuda" and accelerator.num_processes == 1
+    return config.compile == "on" or (config.compile == "auto" and one_gpu)
+
+
 def use_cuda_graphs(config: TrainConfig, accelerator: Accelerator) -> bool:
     """Whether the step runs as CUDA graphs: ``cuda_graphs`` on, or auto on one GPU process without fp16's
-    loss scaler (its skipped steps decide on the host). 'on' where that cannot hold is a :class:`ConfigError`."""
+    loss scaler (its skipped steps decide on the host) and, with gradient checkpointing, on torch ≥ 2.10 (its
+    RNG-state rewind under capture: pytorch#162505). 'on' where that cannot hold is a :class:`ConfigError`."""
     if config.cuda_graphs == "off":
         return False
     reason = None
@@ -171,6 +179,8 @@ def use_cuda_graphs(config: TrainConfig, accelerator: Accelerator) -> bool:
         reason = f"it runs on one process, not {accelerator.num_processes} (several processes train eagerly)"
     elif accelerator.mixed_precision == "fp16":
         reason = "fp16's loss scaler decides on the host; use mixed_precision bf16"
+    elif config.gradient_checkpointing and torch.__version__ < (2, 10):
+        reason = f"gradient checkpointing cannot be recorded before torch 2.10 (this is {torch.__version__})"
     if reason is not None and config.cuda_graphs == "on":
         raise ConfigError(f"cuda_graphs is 'on' but {reason}; set cuda_graphs to auto or off")
     return reason is None
@@ -415,7 +425,10 @@ def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | No
                         config.keep_checkpoints, acc.process_index, acc.wait_for_everyone)
 
     plan = LoopPlan(config.steps, config.log_every, config.checkpoint_every, stop_after=stop_after)
-    done = run_steps(plan, start, step, write_log, checkpoint, "train", show_progress=acc.is_local_main_process)
+    try:
+        done = run_steps(plan, start, step, write_log, checkpoint, "train", show_progress=acc.is_local_main_process)
+    finally:
+        setup.graphs = None  # its update holds ``setup`` (a cycle): free the graphs' memory now, not at a later gc
     model_dir, fp16_dir = output / "model", output / "model-fp16"
     check_divergence(setup)
     broadcast_buffers(acc, setup.discriminator)
