@@ -252,6 +252,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("graphs_record_checkpointing_on_old_torch", "alphavae/training/trainer.py",
              "elif config.gradient_checkpointing and torch.__version__ < (2, 10):", "elif False:",
              ("tests/test_training_graphs.py::test_graphs_with_gradient_checkpointing_need_torch_2_10",)),
+    Mutation("layout_shortcut_input_left_nchw", "alphavae/training/layout.py",
+             "child.register_forward_pre_hook(channels_last_input)", "pass",
+             ("tests/test_training_layout.py::test_every_convolution_gets_channels_last_input_on_a_gpu_after_keep_channels_last",)),
+    Mutation("layout_group_norm_biased_variance", "alphavae/training/layout.py",
+             "correction=0", "correction=1",
+             ("tests/test_training_layout.py::test_the_layout_keeping_group_norm_computes_group_norm",)),
 )
 
 

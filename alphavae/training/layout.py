@@ -1,0 +1,57 @@
+"""GroupNorm that keeps the channels_last layout, so that compiled convolutions get the layout they want.
+
+On a GPU, PyTorch's native group norm returns a contiguous (NCHW) tensor whatever its input's layout
+(pytorch#111824), and torch.compile traces the same strides. In a channels_last network every convolution after
+a GroupNorm (both in each ResNet block of the VAE) then receives NCHW activations with an NHWC weight and copies
+them into NHWC first: one activation-sized copy per convolution. :class:`LayoutKeepingGroupNorm` computes the same
+normalisation from views and reductions, whose outputs keep their input's strides, so under torch.compile it
+becomes fused kernels that write channels_last directly. Eager, it is slower than the native kernel: it is meant
+for compiled networks only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LayoutKeepingGroupNorm(nn.GroupNorm):
+    """:class:`torch.nn.GroupNorm` (same parameters, same state-dict keys) whose output keeps the input's layout.
+
+    Computed in fp32; returned in fp32 under autocast (as CUDA's autocast runs group norm), else in the input's dtype.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        groups = x.float().unflatten(1, (self.num_groups, c // self.num_groups))
+        var, mean = torch.var_mean(groups, dim=tuple(range(2, groups.ndim)), correction=0, keepdim=True)
+        y = ((groups - mean) * torch.rsqrt(var + self.eps)).flatten(1, 2)
+        if self.affine:
+            shape = (1, c) + (1,) * (x.ndim - 2)
+            y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
+        return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
+
+
+def channels_last_input(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: the first argument in channels_last (a no-op when it already is)."""
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+
+
+def keep_channels_last(network: nn.Module) -> int:
+    """Keep ``network``'s activations channels_last (in place; parameters and state-dict keys unchanged): every
+    :class:`torch.nn.GroupNorm` becomes a :class:`LayoutKeepingGroupNorm`, and every 1×1 convolution converts
+    its input (diffusers' ResNet blocks call ``.contiguous()`` before the shortcut convolution, and a 1×1 weight
+    is both layouts at once, so its output would follow the NCHW input). Returns how many modules changed.
+    Call before the network's first compiled call."""
+    changed = 0
+    for module in list(network.modules()):
+        for name, child in module.named_children():
+            if type(child) is nn.GroupNorm:
+                new = LayoutKeepingGroupNorm(child.num_groups, child.num_channels, child.eps, affine=False)
+                new.affine, new.weight, new.bias = child.affine, child.weight, child.bias  # the same parameters
+                setattr(module, name, new)
+                changed += 1
+            elif isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1):
+                child.register_forward_pre_hook(channels_last_input)
+                changed += 1
+    return changed

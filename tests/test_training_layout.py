@@ -1,0 +1,88 @@
+"""Channels_last activations (``alphavae.training.layout``): the same numbers, and every convolution's input in
+channels_last as a GPU would lay it out.
+
+The layout test traces a VAE with fake CUDA tensors (``FakeTensorMode``: the strides CUDA kernels give, no GPU),
+forward only: with PyTorch's group norm most convolutions get NCHW inputs (each a copy on a GPU); after
+:func:`keep_channels_last` none does.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+from alphavae.training.layout import LayoutKeepingGroupNorm, keep_channels_last
+
+CL = torch.channels_last
+
+
+def small_vae() -> AutoencoderKL:
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                         latent_channels=4, norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_the_layout_keeping_group_norm_computes_group_norm(affine):
+    torch.manual_seed(0)
+    native = nn.GroupNorm(4, 16, affine=affine)
+    if affine:
+        nn.init.normal_(native.weight), nn.init.normal_(native.bias)
+    ours = LayoutKeepingGroupNorm(4, 16, affine=False)
+    ours.affine, ours.weight, ours.bias = native.affine, native.weight, native.bias
+    x = (torch.randn(3, 16, 5, 6) * 3 + 1).contiguous(memory_format=CL).requires_grad_(True)
+    a, b = native(x), ours(x)
+    assert b.is_contiguous(memory_format=CL)
+    assert torch.allclose(b, a, atol=1e-5)
+    grads = [torch.autograd.grad((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum(), x)[0] for y in (a, b)]
+    assert torch.allclose(grads[1], grads[0], atol=1e-5)
+    assert ours(x.bfloat16()).dtype == torch.bfloat16  # outside autocast: the input's dtype, as PyTorch's
+
+
+def test_keep_channels_last_changes_no_weight_and_no_output():
+    vae = small_vae()
+    x = torch.rand(2, 4, 32, 32) * 2 - 1
+    with torch.no_grad():
+        before_state = {k: v.clone() for k, v in vae.state_dict().items()}
+        before = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        assert keep_channels_last(vae) > 0
+        after = vae.decode(vae.encode(x.contiguous(memory_format=CL)).latent_dist.mode()).sample
+    assert any(isinstance(m, LayoutKeepingGroupNorm) for m in vae.modules())
+    assert vae.state_dict().keys() == before_state.keys()
+    assert all(torch.equal(vae.state_dict()[k], v) for k, v in before_state.items())
+    assert torch.allclose(after, before, atol=1e-5)
+
+
+def conv_input_layouts(vae: AutoencoderKL, batch: int = 2, size: int = 32) -> dict[str, bool]:
+    """Whether each convolution's input is channels_last in a forward traced as on a GPU (fp32: autocast needs a
+    real GPU, and the layouts do not depend on the dtype)."""
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    cuda = torch.device("cuda")
+    for module in vae.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None:
+                meta = p.detach().to("meta", memory_format=CL if p.ndim == 4 else torch.preserve_format)
+                module._parameters[name] = nn.Parameter(FakeTensor(mode, meta, cuda), requires_grad=False)
+    seen: dict[str, bool] = {}
+    names = {m: n for n, m in vae.named_modules()}
+    for module in vae.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_pre_hook(lambda m, args: seen.update({names[m]: args[0].is_contiguous(memory_format=CL)}))
+    with mode, torch.no_grad():
+        x = FakeTensor(mode, torch.empty(batch, 4, size, size, device="meta", memory_format=CL), cuda)
+        vae.decode(vae.encode(x).latent_dist.mode())
+    return seen
+
+
+def test_every_convolution_gets_channels_last_input_on_a_gpu_after_keep_channels_last():
+    native = conv_input_layouts(small_vae())
+    assert sum(not cl for cl in native.values()) > len(native) // 2  # what CUDA's group norm does to them
+    kept = small_vae()
+    keep_channels_last(kept)
+    layouts = conv_input_layouts(kept)
+    assert layouts.keys() == native.keys()
+    assert [name for name, cl in layouts.items() if not cl] == []
