@@ -41,6 +41,8 @@ def test_the_layout_keeping_group_norm_computes_group_norm(affine):
     grads = [torch.autograd.grad((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum(), x)[0] for y in (a, b)]
     assert torch.allclose(grads[1], grads[0], atol=1e-5)
     assert ours(x.bfloat16()).dtype == torch.bfloat16  # outside autocast: the input's dtype, as PyTorch's
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast fp32, as CUDA's autocast runs group norm
+        assert ours(x.bfloat16()).dtype == torch.float32
 
 
 def test_keep_channels_last_changes_no_weight_and_no_output():
@@ -49,7 +51,11 @@ def test_keep_channels_last_changes_no_weight_and_no_output():
     with torch.no_grad():
         before_state = {k: v.clone() for k, v in vae.state_dict().items()}
         before = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        vae.decoder.conv_norm_out.compile()  # as decoder_parts compiles it: the pending compile must stay
         assert keep_channels_last(vae) > 0
+        assert keep_channels_last(vae) == 0  # nothing twice
+        assert vae.decoder.conv_norm_out._compiled_call_impl is not None
+        vae.decoder.conv_norm_out._compiled_call_impl = None  # this CPU test runs it eager
         after = vae.decode(vae.encode(x.contiguous(memory_format=CL)).latent_dist.mode()).sample
     assert any(isinstance(m, LayoutKeepingGroupNorm) for m in vae.modules())
     assert vae.state_dict().keys() == before_state.keys()

@@ -1,9 +1,10 @@
 """GroupNorm that keeps the channels_last layout, so that compiled convolutions get the layout they want.
 
 On a GPU, PyTorch's native group norm returns a contiguous (NCHW) tensor whatever its input's layout
-(pytorch#111824), and torch.compile traces the same strides. In a channels_last network every convolution after
-a GroupNorm (both in each ResNet block of the VAE) then receives NCHW activations with an NHWC weight and copies
-them into NHWC first: one activation-sized copy per convolution. :class:`LayoutKeepingGroupNorm` computes the same
+(pytorch#111824), and torch.compile records the same strides (compiled parts return them; fallback kernels such as
+``convolution_backward`` are held to them). In a channels_last network a convolution after a GroupNorm (both in
+each ResNet block of the VAE) can then receive NCHW activations with an NHWC weight and copy them into NHWC first:
+an activation-sized copy per convolution (benchmarks/NOTES.md, "Stop 19": a lead, measured by train_speed's A/B). :class:`LayoutKeepingGroupNorm` computes the same
 normalisation from views and reductions, whose outputs keep their input's strides, so under torch.compile it
 becomes fused kernels that write channels_last directly. Eager, it is slower than the native kernel: it is meant
 for compiled networks only.
@@ -33,25 +34,25 @@ class LayoutKeepingGroupNorm(nn.GroupNorm):
 
 
 def channels_last_input(module: nn.Module, args: tuple) -> tuple:
-    """Forward pre-hook: the first argument in channels_last (a no-op when it already is)."""
-    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+    """Forward pre-hook: a batched image input in channels_last (a no-op when it already is)."""
+    x = args[0]
+    return (x.contiguous(memory_format=torch.channels_last), *args[1:]) if x.ndim == 4 else args
 
 
 def keep_channels_last(network: nn.Module) -> int:
-    """Keep ``network``'s activations channels_last (in place; parameters and state-dict keys unchanged): every
-    :class:`torch.nn.GroupNorm` becomes a :class:`LayoutKeepingGroupNorm`, and every 1×1 convolution converts
-    its input (diffusers' ResNet blocks call ``.contiguous()`` before the shortcut convolution, and a 1×1 weight
-    is both layouts at once, so its output would follow the NCHW input). Returns how many modules changed.
-    Call before the network's first compiled call."""
+    """Keep ``network``'s activations channels_last, in place: every :class:`torch.nn.GroupNorm` becomes a
+    :class:`LayoutKeepingGroupNorm` (the same module object, so its parameters, hooks and a pending
+    ``module.compile()`` stay), and every 1×1 convolution converts its input (diffusers' ResNet blocks call
+    ``.contiguous()`` before the shortcut convolution, and a 1×1 weight is both layouts at once, so its output
+    would follow the NCHW input). Returns how many modules changed (0 the second time). Call before the
+    network's first compiled call: a module already traced keeps what was traced."""
     changed = 0
-    for module in list(network.modules()):
-        for name, child in module.named_children():
-            if type(child) is nn.GroupNorm:
-                new = LayoutKeepingGroupNorm(child.num_groups, child.num_channels, child.eps, affine=False)
-                new.affine, new.weight, new.bias = child.affine, child.weight, child.bias  # the same parameters
-                setattr(module, name, new)
-                changed += 1
-            elif isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1):
-                child.register_forward_pre_hook(channels_last_input)
-                changed += 1
+    for child in network.modules():
+        if type(child) is nn.GroupNorm:
+            child.__class__ = LayoutKeepingGroupNorm
+            changed += 1
+        elif (isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1)
+              and channels_last_input not in child._forward_pre_hooks.values()):
+            child.register_forward_pre_hook(channels_last_input)
+            changed += 1
     return changed

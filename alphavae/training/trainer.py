@@ -427,8 +427,11 @@ def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | No
     plan = LoopPlan(config.steps, config.log_every, config.checkpoint_every, stop_after=stop_after)
     try:
         done = run_steps(plan, start, step, write_log, checkpoint, "train", show_progress=acc.is_local_main_process)
-    finally:
-        setup.graphs = None  # its update holds ``setup`` (a cycle): free the graphs' memory now, not at a later gc
+    finally:  # free the graphs' memory now, not at a later gc: their update holds ``setup`` (a cycle), and the
+        setup.graphs = None  # gradients they recorded live in their pool (the returned model would keep them)
+        for optimizer in (setup.optimizer, setup.disc_optimizer):
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
     model_dir, fp16_dir = output / "model", output / "model-fp16"
     check_divergence(setup)
     broadcast_buffers(acc, setup.discriminator)
