@@ -10,16 +10,16 @@ Rows (each in a fresh process, so peak memory and compile caches are its own), a
 * ``optimised`` — the same step as the trainer runs it on a GPU by default: torch.compile and channels_last
   (``compile``), recorded as CUDA graphs and replayed (``cuda_graphs``), frozen networks in bf16;
   ``--optimised graphs`` or ``--optimised compile`` switch on one of the two; ``…+layout`` also keeps the VAEs'
-  activations channels_last (``alphavae.training.layout``: CUDA's group norm returns NCHW, so each convolution
-  after one copies its input), an A/B before the trainer adopts it.
+  activations channels_last (``alphavae.training.layout``: CUDA's group norm returns NCHW, so a convolution
+  after one may copy its input), an A/B before the trainer adopts it.
 
 Models: ``sd`` (Stable Diffusion's VAE architecture, 83.7 M parameters, random init: timing only) and
 ``embedded`` (the shipped small VAE). Per row: images/s, step time, FLOPs counted by ``FlopCounterMode`` over one
 step (compiled kernels are not seen by it, so an optimised row reports its eager row's count: the same
 arithmetic), MFU against the 989 TFLOP/s bf16 datasheet peak and the 788 TFLOP/s a bf16 matmul measures on an
 H200, peak memory over the whole row (warm-up, compilation and graph recording included; every row starts at
-``disc_start``, so the switch between the two phases' graphs is not in it), warm-up time (compilation included), and the first step's total loss
-(the rows start from the same weights and batch, so it checks that the three compute the same objective).
+``disc_start``, so the switch between the two phases' graphs is not in it), warm-up time (compilation included),
+and the first step's total loss (the rows start from the same weights and batch, so it checks that the three compute the same objective).
 
     python benchmarks/train_speed.py --json benchmarks/results/train_speed.json
     python benchmarks/train_speed.py --rows optimised:sd:16 --optimised compile --profile 2

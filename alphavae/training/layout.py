@@ -4,9 +4,9 @@ On a GPU, PyTorch's native group norm returns a contiguous (NCHW) tensor whateve
 (pytorch#111824), and torch.compile records the same strides (compiled parts return them; fallback kernels such as
 ``convolution_backward`` are held to them). In a channels_last network a convolution after a GroupNorm (both in
 each ResNet block of the VAE) can then receive NCHW activations with an NHWC weight and copy them into NHWC first:
-an activation-sized copy per convolution (benchmarks/NOTES.md, "Stop 19": a lead, measured by train_speed's A/B). :class:`LayoutKeepingGroupNorm` computes the same
-normalisation from views and reductions, whose outputs keep their input's strides, so under torch.compile it
-becomes fused kernels that write channels_last directly. Eager, it is slower than the native kernel: it is meant
+an activation-sized copy per convolution (benchmarks/NOTES.md, "Stop 19": a lead, for train_speed's A/B).
+:class:`LayoutKeepingGroupNorm` computes the same normalisation from views and reductions, whose outputs keep
+their input's strides, so under torch.compile it becomes fused kernels that write channels_last directly. Eager, it is slower than the native kernel: it is meant
 for compiled networks only.
 """
 
@@ -23,7 +23,7 @@ class LayoutKeepingGroupNorm(nn.GroupNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c = x.shape[:2]
+        c = x.shape[1]
         groups = x.float().unflatten(1, (self.num_groups, c // self.num_groups))
         var, mean = torch.var_mean(groups, dim=tuple(range(2, groups.ndim)), correction=0, keepdim=True)
         y = ((groups - mean) * torch.rsqrt(var + self.eps)).flatten(1, 2)
