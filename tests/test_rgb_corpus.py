@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import csv
+import shutil
+import subprocess
 import importlib.util
 import sys
 from pathlib import Path
@@ -201,3 +203,18 @@ def test_the_ood_set_keeps_rgba_train_s_rule(tmp_path):
     assert im.mode == "RGBA" and (arr[arr[..., 3] == 0, :3] == 0).all()
     with pytest.raises(deb.ReservedPackageError):
         ood.build(tmp_path / "out2", tree, package="oxygen-icon-theme")
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_a_package_unpacks_into_a_folder_whose_parents_do_not_exist_yet(tmp_path):
+    """package_tree unpacks into workdir/trees/<package>: dpkg-deb makes only the last folder."""
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text("Package: tiny\nVersion: 1\nArchitecture: all\n"
+                                             "Maintainer: t <t@t>\nDescription: t\n")
+    (root / "usr" / "share").mkdir(parents=True)
+    (root / "usr" / "share" / "a.txt").write_text("a")
+    built = tmp_path / "tiny.deb"
+    subprocess.run(["dpkg-deb", "--build", str(root), str(built)], check=True, capture_output=True)
+    tree = deb.package_tree("tiny", built, tmp_path / "work")
+    assert (tree / "usr" / "share" / "a.txt").read_text() == "a"

@@ -64,6 +64,7 @@ def unpack_deb(deb: Path, dest: Path) -> Path:
     """``dpkg-deb -x DEB DEST``; returns ``dest``."""
     if shutil.which("dpkg-deb") is None:
         raise FetchError(f"{deb}: dpkg-deb not found; unpack the package yourself and pass its folder")
+    dest.mkdir(parents=True, exist_ok=True)  # dpkg-deb makes the last folder only
     done = subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise FetchError(f"{deb}: dpkg-deb -x failed ({' '.join(done.stderr.split())})")
