@@ -8,7 +8,9 @@ training set uses). Every image: long side 256, centred on a transparent 256² s
   and up, :func:`alphavae.vae.reconstruct.bicubic_baseline`): to as many values as this VAE's latent holds, and
   the model issue's own "bicubic ×7" (as many values as SD's 4-channel latent, 8·√(3/4) ≈ 6.93).
 * RGBA VAE (``--rgba``): the ALPHA metric (mean PSNR and LPIPS-Alex over the 9 backgrounds, alpha PSNR) beside its
-  RGB ceiling, the RGB VAE on the opaque composite over each background (:func:`alphavae.training.ablation.rgb_ceiling`).
+  RGB ceiling, the RGB VAE on the opaque composite over each background (:func:`alphavae.training.ablation.rgb_ceiling`),
+  and the shares of transparent / soft / opaque pixels of the images and of their reconstructions
+  (:func:`alphavae.generation.evaluate.alpha_statistics`): the soft alpha any generator decoded by this VAE inherits.
 
     python benchmarks/heldout_quality.py --ood DIR --json heldout.json
     python benchmarks/heldout_quality.py --ood DIR --no-rgba --json rgb.json   # the RGB VAE alone: minutes
@@ -26,6 +28,7 @@ from pathlib import Path
 import torch
 
 from alphavae.blending import composite
+from alphavae.generation.evaluate import alpha_statistics
 from alphavae.metric.alpha import alpha_metric, lpips_distance, psnr
 from alphavae.metric.backbones import load_lpips
 from alphavae.paths import configs_dir
@@ -66,10 +69,12 @@ def rgb_scores(rgb_vae, images: torch.Tensor, lpips) -> dict[str, dict[str, floa
 
 def rgba_scores(rgba_vae, rgb_vae, images: torch.Tensor, lpips) -> dict[str, float]:
     """The RGBA VAE's ALPHA metric means and its RGB ceiling's."""
-    report = alpha_metric(reconstruct(rgba_vae, images, BATCH), images, lpips_model=lpips)
+    recon = reconstruct(rgba_vae, images, BATCH)
+    report = alpha_metric(recon, images, lpips_model=lpips)
     ceiling = rgb_ceiling(rgb_vae, images, images.device, lpips)["mean"]
     return {"psnr": report.mean["psnr"], "lpips_alex": report.mean["lpips"], "alpha_psnr": report.alpha["psnr"],
-            "ceiling_psnr": ceiling["psnr"], "ceiling_lpips_alex": ceiling.get("lpips")}
+            "ceiling_psnr": ceiling["psnr"], "ceiling_lpips_alex": ceiling.get("lpips"),
+            "alpha_shares_real": alpha_statistics(images), "alpha_shares_recon": alpha_statistics(recon)}
 
 
 def checks(rgb: dict, rgba: dict | None) -> dict[str, bool]:
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
               f" {rgb['bicubic_issue']['lpips_alex']:.3f})", flush=True)
         if rgba is not None:
             print(f"  RGBA VAE {args.rgba}: mean of 9 {rgba['psnr']:.2f} dB, LPIPS-Alex {rgba['lpips_alex']:.3f}, "
-                  f"alpha PSNR {rgba['alpha_psnr']:.2f} dB; RGB ceiling {rgba['ceiling_psnr']:.2f} dB", flush=True)
+                  f"alpha PSNR {rgba['alpha_psnr']:.2f} dB; RGB ceiling {rgba['ceiling_psnr']:.2f} dB; soft alpha "
+                  f"{100 * rgba['alpha_shares_recon']['soft']:.1f} % (real {100 * rgba['alpha_shares_real']['soft']:.1f} %)", flush=True)
         print(f"  checks: {result['sets'][name]['checks']}", flush=True)
         result["seconds"] = time.perf_counter() - start
         result["command"] = "python benchmarks/heldout_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])

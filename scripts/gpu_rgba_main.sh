@@ -7,6 +7,8 @@
 # LPIPS_NET=alex trains the perceptual term with LPIPS-Alex where VGG16's 29 MB cannot travel with the call.
 # A stopped run resumes: run the same command again on the same (warm) machine.
 #
+# CONFIG=configs/free_alpha_overshoot.json RUN=runs/free trains another config the same way (default configs/main.json).
+#
 # Usage (repo root):  OUT=/tmp/out OOD=.gpu/ood-rgba LPIPS_NET=alex bash scripts/gpu_rgba_main.sh
 # Back under $OUT: model-fp16/ (ship it as data/models/embedded-rgba/), log.jsonl, run.json, train.log,
 # heldout_quality.json.
@@ -18,7 +20,7 @@ net=(); [[ -n ${LPIPS_NET:-} ]] && net=(--lpips-net "$LPIPS_NET")
 ood=(); [[ -n ${OOD:-} ]] && ood=(--ood "$OOD")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 status=0
-timeout "${TRAIN_TIMEOUT:-500}" python -m alphavae train --config configs/main.json --output "$RUN" --resume "${net[@]}" \
+timeout "${TRAIN_TIMEOUT:-500}" python -m alphavae train --config "${CONFIG:-configs/main.json}" --output "$RUN" --resume "${net[@]}" \
   > "$OUT/train.log" 2>&1 || status=$?
 tr '\r' '\n' < "$OUT/train.log" | grep -v '^\s*$' | tail -3
 cp "$RUN/log.jsonl" "$RUN/run.json" "$OUT/" 2>/dev/null || true

@@ -16,7 +16,7 @@ from alphavae.vae.conversion import convert_to_rgba
 from alphavae.losses import (BLACK_WHITE, GRID_COLOURS, IMAGENET_MOMENTS, PUBLISHED_GREY_WHITE, AlphaVAEObjective,
                              BackgroundMoments, LossWeights, PatchDiscriminator, abmse_loss, abmse_map,
                              adaptive_weight, blend_augment, composite_vae, gaussian_kl, generator_adversarial_loss,
-                             hinge_discriminator_loss, moments_of, naive_mse_loss, perceptual_loss, prior_kl,
+                             hinge_discriminator_loss, hold_saturated_alpha, moments_of, naive_mse_loss, perceptual_loss, prior_kl,
                              reference_kl, sampled_composite_loss)
 
 TINY = dict(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -285,3 +285,36 @@ def test_objective_without_reconstruction_terms_gives_the_gan_no_weight():
     assert "reconstruction skipped: weight is 0" in obj.notes
     loss, logs, _ = obj.generator_step(vae, (_pair(size=32)[1] + 1) / 2, step=0)
     assert "loss/reconstruction" not in logs and logs["adaptive_weight"] == 0 and loss.item() == 0
+
+
+def test_saturated_alpha_is_held_only_where_it_overshoots_its_target_s_bound():
+    target = torch.zeros(1, 4, 1, 6)
+    target[0, 3, 0] = torch.tensor([-1.0, -1.0, 1.0, 1.0, 0.2, 0.2])  # transparent ×2, opaque ×2, soft ×2
+    pred = torch.randn(1, 4, 1, 6)
+    pred[0, 3, 0] = torch.tensor([-1.2, -0.9, 1.3, 0.9, 1.3, -1.2])
+    pred.requires_grad_(True)
+    held = hold_saturated_alpha(pred, target)
+    assert held[0, 3, 0].tolist() == pytest.approx([-1.0, -0.9, 1.0, 0.9, 1.3, -1.2])
+    assert torch.equal(held[:, :3], pred[:, :3])
+    held[:, 3].sum().backward()
+    assert pred.grad[0, 3, 0].tolist() == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0]  # overshoot past a saturated target: no gradient
+
+
+@pytest.mark.parametrize("free", [False, True])
+def test_with_free_overshoot_a_noisy_saturated_alpha_settles_past_the_bound(free):
+    """Why the option exists: fit one alpha value to a transparent target (-1) through decoder-like noise. With
+    the plain squared error it centres on -1 and about half the noisy outputs stay inside (soft after the clamp);
+    with the overshoot held, it moves past -1 and nearly every output clamps to exactly 0."""
+    noise = 0.05 * torch.randn(4096, generator=torch.Generator().manual_seed(0))
+    a = torch.zeros((), requires_grad=True)
+    target = -torch.ones(1, 4, 1, 4096)
+    optimizer = torch.optim.SGD([a], lr=0.5)
+    for _ in range(400):
+        pred = torch.cat([torch.zeros(1, 3, 1, 4096), (a + noise).view(1, 1, 1, -1)], dim=1)
+        seen = hold_saturated_alpha(pred, target) if free else pred
+        loss = (seen - target).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    inside = float(((a.detach() + noise) > -1).float().mean())
+    assert inside < 0.05 if free else 0.35 < inside < 0.65

@@ -12,6 +12,8 @@ learning rate, so weights after Adam would compare round-off, not the formulatio
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from diffusers import AutoencoderKL
@@ -79,9 +81,11 @@ def run(fast: bool, weights: LossWeights = WEIGHTS) -> tuple[list[dict[str, floa
     return history, state
 
 
-def test_the_step_gives_the_reference_losses_and_weights():
-    reference, ref_state = run(fast=False)
-    fast, fast_state = run(fast=True)
+@pytest.mark.parametrize("free_overshoot", [False, True])
+def test_the_step_gives_the_reference_losses_and_weights(free_overshoot):
+    weights = dataclasses.replace(WEIGHTS, free_alpha_overshoot=free_overshoot)
+    reference, ref_state = run(fast=False, weights=weights)
+    fast, fast_state = run(fast=True, weights=weights)
     assert [set(a) for a in reference] == [set(b) for b in fast]
     assert "loss/adversarial" in fast[-1] and "disc/loss" in fast[-1] and "loss/reference_kl" in fast[-1]
     assert fast[-1]["adaptive_weight"] > 0
@@ -93,6 +97,13 @@ def test_the_step_gives_the_reference_losses_and_weights():
     start_vae, _ = build_objective(tiny_rgb_vae(), WEIGHTS, "cpu", None)
     moved = max(float((value - ref_state[f"vae.{key}"]).abs().max()) for key, value in start_vae.state_dict().items())
     assert moved > 1e-3  # the steps did train, by far more than the tolerance
+
+
+def test_free_alpha_overshoot_changes_what_the_step_trains():
+    plain, _ = run(fast=True)
+    free, _ = run(fast=True, weights=dataclasses.replace(WEIGHTS, free_alpha_overshoot=True))
+    assert plain[0]["total"] == free[0]["total"]  # the converted VAE's alpha starts exactly at +1: nothing to hold
+    assert plain[-1]["total"] != pytest.approx(free[-1]["total"], rel=1e-5)
 
 
 def test_without_reconstruction_terms_the_adaptive_weight_is_zero_in_both():

@@ -39,3 +39,20 @@ def composite_vae(x: torch.Tensor, background: Sequence[float] | torch.Tensor) -
 def opaque(rgb: torch.Tensor) -> torch.Tensor:
     """An RGB image in [-1, 1] as an RGBA image with α = 1 (alpha channel +1 in [-1, 1])."""
     return torch.cat([rgb, torch.ones_like(rgb[..., :1, :, :])], dim=-3)
+
+
+def hold_saturated_alpha(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``pred`` (RGBA, [-1, 1]) with its alpha held at the bound wherever ``target``'s alpha sits at that bound
+    (fully transparent or fully opaque) and ``pred``'s overshoots it; elsewhere unchanged.
+
+    Every output is clamped to [0, 1] before anyone sees it, so overshooting a saturated alpha is no error, yet a
+    loss on the raw output penalises it as one. Trained that way, the decoder centres such pixels on the bound
+    itself: about half fall inside and read as soft alpha (measured, benchmarks/NOTES.md "Stop 20": 12 % of the
+    transparent and 34 % of the opaque pixels of the shipped RGBA VAE). Held, the overshoot costs nothing and
+    gets no gradient, so saturated pixels may settle past the bound and clamp to exact 0 or 1. Undershoot, the
+    error the clamp keeps, is penalised as before (``LossWeights.free_alpha_overshoot``, method.md §3.1).
+    """
+    a, t = pred[..., 3:4, :, :], target[..., 3:4, :, :]
+    held = torch.where((t <= -1) & (a < -1), -1.0, torch.where((t >= 1) & (a > 1), 1.0, a))
+    return torch.cat([pred[..., :3, :, :], held], dim=-3)
+

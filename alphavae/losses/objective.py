@@ -24,7 +24,7 @@ from alphavae.losses import kl as kl_terms
 from alphavae.losses import naive_mse as mse_term
 from alphavae.losses import perceptual as perc
 from alphavae.losses import reconstruction as rec_term
-from alphavae.losses.compositing import BLACK_WHITE
+from alphavae.losses.compositing import BLACK_WHITE, hold_saturated_alpha
 from alphavae.losses.reconstruction import IMAGENET_MOMENTS, BackgroundMoments
 from alphavae.vae.conversion import convert_to_rgba
 
@@ -48,6 +48,7 @@ class LossWeights:
     reconstruction_loss: str = "abmse"
     blend_p: float = aug.BLEND_P
     perceptual_reduction: str = "image_mean"  # the paper's; "per_pixel" gives LPIPS a real share (taming's)
+    free_alpha_overshoot: bool = False  # the paper's; True: the terms see alpha held at a saturated target's bound
 
     def __post_init__(self) -> None:
         def number(value) -> bool:
@@ -63,6 +64,8 @@ class LossWeights:
             raise ValueError(f"'loss.perceptual_reduction' must be one of {perc.REDUCTIONS}, got {self.perceptual_reduction!r}")
         if not number(self.blend_p) or not 0 <= self.blend_p <= 1:
             raise ValueError(f"'loss.blend_p' must be in [0, 1], got {self.blend_p!r}")
+        if not isinstance(self.free_alpha_overshoot, bool):
+            raise ValueError(f"'loss.free_alpha_overshoot' must be true or false, got {self.free_alpha_overshoot!r}")
         if not number(self.disc_start) or int(self.disc_start) != self.disc_start or self.disc_start < 0:
             raise ValueError(f"'loss.disc_start' must be a whole number of steps ≥ 0, got {self.disc_start!r}")
 
@@ -131,6 +134,12 @@ class AlphaVAEObjective:
             return False
         return term != "adversarial" or step is None or step >= self.weights.disc_start
 
+    def seen(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's output ``recon`` as every term (and the discriminator) sees it for the target ``x``:
+        itself, or with ``free_alpha_overshoot`` its alpha held where it overshoots a saturated target
+        (:func:`alphavae.losses.compositing.hold_saturated_alpha`)."""
+        return hold_saturated_alpha(recon, x) if self.weights.free_alpha_overshoot else recon
+
     def reconstruction_term(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """ABMSE or naive MSE (``weights.reconstruction_loss``) on RGBA images in [-1, 1]."""
         if self.weights.reconstruction_loss == "abmse":
@@ -150,7 +159,7 @@ class AlphaVAEObjective:
         x = to_vae_range(x01)
         posterior = vae.encode(x).latent_dist
         z = posterior.sample(generator=self.generator) if self.sample_posterior else posterior.mode()
-        recon = vae.decode(z).sample.float()  # losses in fp32 even under bf16 autocast
+        recon = self.seen(vae.decode(z).sample.float(), x)  # losses in fp32 even under bf16 autocast
         raw: dict[str, torch.Tensor] = {}
         if self.active("reconstruction"):
             raw["reconstruction"] = self.reconstruction_term(recon, x)
@@ -235,7 +244,8 @@ def gradient_shares(vae: AutoencoderKL, objective: AlphaVAEObjective, x01: torch
     x = to_vae_range(x01)
     generator = torch.Generator(x.device).manual_seed(0)
     posterior = vae.encode(x).latent_dist
-    recon = vae.decode(posterior.sample(generator=generator) if objective.sample_posterior else posterior.mode()).sample.float()
+    z = posterior.sample(generator=generator) if objective.sample_posterior else posterior.mode()
+    recon = objective.seen(vae.decode(z).sample.float(), x)
     terms: dict[str, torch.Tensor] = {}
     w = objective.weights
     if objective.active("reconstruction"):

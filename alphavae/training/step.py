@@ -89,7 +89,7 @@ class GeneratorLoss(nn.Module):
         moments = self.vae.encode(torch.cat(encoder_input)).latent_dist.parameters
         posterior = DiagonalGaussianDistribution(moments[:n])
         z = posterior.mean + posterior.std * noise.to(posterior.mean) if noise is not None else posterior.mean
-        recon = self.vae.decode(z).sample.float()  # losses in fp32 even under bf16 autocast
+        recon = obj.seen(self.vae.decode(z).sample.float(), x)  # losses in fp32 even under bf16 autocast
         raw: dict[str, torch.Tensor] = {}
         if obj.active("reconstruction"):
             raw["reconstruction"] = obj.reconstruction_term(recon, x)
