@@ -71,7 +71,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "return (x[..., 3:4, :, :] + 1) / 2", "return x[..., 3:4, :, :].clamp(0, 1)",
              (LX,), "the [-1, 1] alpha used as the compositing weight"),
     Mutation("saturated_alpha_held_both_ways", "alphavae/losses/compositing.py",
-             "torch.where((t <= -1) & (a < -1), -1.0, torch.where((t >= 1) & (a > 1), 1.0, a))",
+             "torch.where(low & (a < -1), -1.0, torch.where(high & (a > 1), 1.0, a))",
              "a.clamp(-1, 1)",
              (f"{L}::test_saturated_alpha_is_held_only_where_it_overshoots_its_target_s_bound",),
              "undershoot and soft targets clamped too"),
@@ -81,7 +81,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              "the trainer's step trains the paper's objective when free_alpha_overshoot is on"),
     Mutation("free_overshoot_ignored_everywhere", "alphavae/losses/objective.py",
              "return hold_saturated_alpha(recon, x) if self.weights.free_alpha_overshoot else recon", "return recon",
-             ("tests/test_training_step.py::test_free_alpha_overshoot_changes_what_the_step_trains",)),
+             ("tests/test_training_step.py::test_free_alpha_overshoot_changes_what_the_step_trains",),
+             "the option accepted and ignored"),
     # --- ABMSE and naive MSE ---------------------------------------------------------------------------------
     Mutation("abmse_cross_term_sign", "alphavae/losses/reconstruction.py",
              "(p * p - 2 * e_b * p * d + e_b2 * d * d)", "(p * p + 2 * e_b * p * d + e_b2 * d * d)",

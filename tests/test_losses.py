@@ -288,16 +288,17 @@ def test_objective_without_reconstruction_terms_gives_the_gan_no_weight():
 
 
 def test_saturated_alpha_is_held_only_where_it_overshoots_its_target_s_bound():
-    target = torch.zeros(1, 4, 1, 6)
-    target[0, 3, 0] = torch.tensor([-1.0, -1.0, 1.0, 1.0, 0.2, 0.2])  # transparent ×2, opaque ×2, soft ×2
-    pred = torch.randn(1, 4, 1, 6)
-    pred[0, 3, 0] = torch.tensor([-1.2, -0.9, 1.3, 0.9, 1.3, -1.2])
+    # transparent ×2, opaque ×2, soft ×2, opaque after a float resize, nearly but not saturated (3/255 in)
+    target = torch.zeros(1, 4, 1, 8)
+    target[0, 3, 0] = torch.tensor([-1.0, -1.0, 1.0, 1.0, 0.2, 0.2, 0.9999998, 1 - 3 / 255])
+    pred = torch.randn(1, 4, 1, 8)
+    pred[0, 3, 0] = torch.tensor([-1.2, -0.9, 1.3, 0.9, 1.3, -1.2, 1.1, 1.1])
     pred.requires_grad_(True)
     held = hold_saturated_alpha(pred, target)
-    assert held[0, 3, 0].tolist() == pytest.approx([-1.0, -0.9, 1.0, 0.9, 1.3, -1.2])
+    assert held[0, 3, 0].tolist() == pytest.approx([-1.0, -0.9, 1.0, 0.9, 1.3, -1.2, 1.0, 1.1])
     assert torch.equal(held[:, :3], pred[:, :3])
     held[:, 3].sum().backward()
-    assert pred.grad[0, 3, 0].tolist() == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0]  # overshoot past a saturated target: no gradient
+    assert pred.grad[0, 3, 0].tolist() == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0]  # overshoot past a saturated target: no gradient
 
 
 @pytest.mark.parametrize("free", [False, True])

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import shutil
 import subprocess
-import importlib.util
 import sys
 from pathlib import Path
 

@@ -41,18 +41,24 @@ def opaque(rgb: torch.Tensor) -> torch.Tensor:
     return torch.cat([rgb, torch.ones_like(rgb[..., :1, :, :])], dim=-3)
 
 
+#: How close to a bound (in [-1, 1]) a target alpha counts as saturated: half an 8-bit step (the premultiplied
+#: resize leaves some opaque pixels at 0.9999999).
+SATURATION_TOLERANCE = 1 / 255
+
+
 def hold_saturated_alpha(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``pred`` (RGBA, [-1, 1]) with its alpha held at the bound wherever ``target``'s alpha sits at that bound
-    (fully transparent or fully opaque) and ``pred``'s overshoots it; elsewhere unchanged.
+    (fully transparent or fully opaque, within :data:`SATURATION_TOLERANCE`) and ``pred``'s overshoots it;
+    elsewhere unchanged. Colour is never held.
 
     Every output is clamped to [0, 1] before anyone sees it, so overshooting a saturated alpha is no error, yet a
-    loss on the raw output penalises it as one. Trained that way, the decoder centres such pixels on the bound
-    itself: about half fall inside and read as soft alpha (measured, benchmarks/NOTES.md "Stop 20": 12 % of the
-    transparent and 34 % of the opaque pixels of the shipped RGBA VAE). Held, the overshoot costs nothing and
-    gets no gradient, so saturated pixels may settle past the bound and clamp to exact 0 or 1. Undershoot, the
-    error the clamp keeps, is penalised as before (``LossWeights.free_alpha_overshoot``, method.md §3.1).
+    loss on the raw output penalises it as one. A decoder trained that way centres such pixels on the bound, and
+    some fall inside and read as soft alpha (measured, benchmarks/NOTES.md "Stop 20": 12 % of the transparent and
+    34 % of the opaque pixels of the shipped RGBA VAE). Held, the overshoot costs nothing and gets no gradient, so
+    saturated pixels may settle past the bound and clamp to exact 0 or 1. Undershoot, the error the clamp keeps,
+    is penalised as before (``LossWeights.free_alpha_overshoot``, method.md §3.1).
     """
     a, t = pred[..., 3:4, :, :], target[..., 3:4, :, :]
-    held = torch.where((t <= -1) & (a < -1), -1.0, torch.where((t >= 1) & (a > 1), 1.0, a))
+    low, high = t <= SATURATION_TOLERANCE - 1, t >= 1 - SATURATION_TOLERANCE
+    held = torch.where(low & (a < -1), -1.0, torch.where(high & (a > 1), 1.0, a))
     return torch.cat([pred[..., :3, :, :], held], dim=-3)
-

@@ -120,7 +120,7 @@ class GeneratorLoss(nn.Module):
             logs[f"loss/{term}"] = value.detach()
             logs[f"weighted/{term}"] = weighted[term].detach()
         logs["total"] = loss.detach()
-        return backward_loss, logs, recon.detach()  # unclamped: what D scored (see generator_step)
+        return backward_loss, logs, recon.detach()  # unclamped (alpha held if asked): what D scored
 
     def _adaptive_weight(self, recon: torch.Tensor, weighted: dict[str, torch.Tensor],
                          gan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
