@@ -3,7 +3,9 @@
 # alpha statistics of N samples, and the per-channel spread of the sampled latents against the training latents.
 # Each variant is `alphavae generator train` on `embedded-rgba` with the given extra options; its samples come
 # back as $OUT/samples_<name>.tar (score FD-VGG16 on them afterwards, on any machine with the weights); with
-# MODELS=1 its model folder and log as $OUT/model_<name>.tar.
+# MODELS=1 its model folder and log as $OUT/model_<name>.tar. VAE=SPEC trains on another RGBA VAE's latents
+# (default embedded-rgba; e.g. VAE=runs/free/model-fp16 from `CONFIG=configs/free_alpha_overshoot.json RUN=runs/free
+# bash scripts/gpu_rgba_main.sh` on the same machine).
 # Usage (repo root, data in $ALPHAVAE_SHARED_DATA/rgba-train):
 #   OUT=/tmp/out STEPS=1500 N=128 bash benchmarks/generator_ab.sh "vae_lpb1=" "channel_lpb1=--latent-normalisation channel"
 set -euo pipefail
@@ -17,7 +19,7 @@ names=() pids=()
 for spec in "$@"; do
   name=${spec%%=*}; options=${spec#*=}; names+=("$name")
   # shellcheck disable=SC2086  # the options are words
-  (python -m alphavae generator train --vae embedded-rgba --output "$RUNS/$name" --steps "$STEPS" \
+  (python -m alphavae generator train --vae "${VAE:-embedded-rgba}" --output "$RUNS/$name" --steps "$STEPS" \
      --max-minutes "$MINUTES" --checkpoint-every 100000 $options \
    && python -m alphavae generate --model "$RUNS/$name/model" --n "$N" --seed 0 --output "$RUNS/$name/samples") \
     > "$OUT/ab_$name.log" 2>&1 &
