@@ -10,7 +10,7 @@ training set uses). Every image: long side 256, centred on a transparent 256² s
 * RGBA VAE (``--rgba``): the ALPHA metric (mean PSNR and LPIPS-Alex over the 9 backgrounds, alpha PSNR) beside its
   RGB ceiling, the RGB VAE on the opaque composite over each background (:func:`alphavae.training.ablation.rgb_ceiling`),
   and the shares of transparent / soft / opaque pixels of the images and of their reconstructions
-  (:func:`alphavae.generation.evaluate.alpha_statistics`): the soft alpha any generator decoded by this VAE inherits.
+  (:func:`alphavae.metric.alpha_shares.alpha_statistics`): the soft alpha any generator decoded by this VAE inherits.
 
     python benchmarks/heldout_quality.py --ood DIR --json heldout.json
     python benchmarks/heldout_quality.py --ood DIR --no-rgba --json rgb.json   # the RGB VAE alone: minutes
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from alphavae.blending import composite
-from alphavae.generation.evaluate import alpha_statistics
 from alphavae.metric.alpha import alpha_metric, lpips_distance, psnr
+from alphavae.metric.alpha_shares import alpha_statistics
 from alphavae.metric.backbones import load_lpips
 from alphavae.paths import configs_dir
 from alphavae.training.ablation import rgb_ceiling

@@ -5,7 +5,7 @@ of the training split of ``rgba-train`` (never the held-out split) and train the
 :func:`alphavae.training.finetune.finetune_steps` on ABMSE + prior KL (no LPIPS, reference KL or GAN: a CPU
 budget); they differ only in ``free_alpha_overshoot``. Printed per arm, on the held-out split: the shares of
 transparent / soft / opaque pixels of the reconstructions beside the real images'
-(:func:`alphavae.generation.evaluate.alpha_statistics`), the ALPHA metric's mean PSNR over the 9 backgrounds and
+(:func:`alphavae.metric.alpha_shares.alpha_statistics`), the ALPHA metric's mean PSNR over the 9 backgrounds and
 its alpha PSNR. A small-budget check of the mechanism, not a trained model: the GPU run is
 ``CONFIG=configs/free_alpha_overshoot.json bash scripts/gpu_rgba_main.sh``.
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from alphavae.generation.evaluate import alpha_statistics
 from alphavae.losses import AlphaVAEObjective, LossWeights
 from alphavae.metric.alpha import alpha_metric
+from alphavae.metric.alpha_shares import alpha_statistics
 from alphavae.paths import configs_dir
 from alphavae.training.data import RGBAFolder, train_and_heldout
 from alphavae.training.finetune import finetune_steps

@@ -87,6 +87,11 @@ def test_ablation_writes_the_table(ablation_dir):
     assert rows["main"]["mean"]["psnr"] > rows["converted, untouched"]["mean"]["psnr"]  # three steps already help
     assert len({json.dumps(rows[n]["mean"]) for n in ("main", "no_lpips", "naive_mse")}) == 3
     assert rows["RGB VAE on composites (ceiling)"]["alpha"] == {}
+    # soft alpha: the converted model decodes α = 1 everywhere (none soft); the trained runs' share is a percentage
+    assert rows["converted, untouched"]["alpha"]["soft_pct"] == 0
+    assert all(0 <= rows[n]["alpha"]["soft_pct"] <= 100 for n in ("main", "no_lpips", "naive_mse"))
+    assert "soft α %" in table and f"{result['real_soft_alpha_pct']:.1f} % in the held-out images" in table
+    assert 0 < result["real_soft_alpha_pct"] < 100
     assert result["vae_sha256"] and result["n_images"] == len(read_split(ablation_dir / "split.json")["heldout"])
     strip = load_rgba(ablation_dir / "results" / "ablation_recon" / "main.png")
     assert strip.shape == (4, 32, 64)  # 2 pictures side by side

@@ -29,6 +29,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from alphavae.blending import composite, resolve_backgrounds
 from alphavae.generation.sampler import generate_with, load_generator
 from alphavae.imageio import atomic_write
+from alphavae.metric.alpha_shares import alpha_statistics
 from alphavae.metric.backbones import VGG16Features, vgg16_features
 from alphavae.paths import results_dir, shared_data_dir
 from alphavae.training.data import RGBAFolder
@@ -36,22 +37,12 @@ from alphavae.training.splits import read_split, split_files
 from alphavae.vae.loading import torch_device
 from alphavae.vae.reconstruct import RECONSTRUCT_BATCH, reconstruct
 
-#: α below this is "transparent", above ``OPAQUE`` "opaque", in between "soft".
-TRANSPARENT, OPAQUE = 0.01, 0.99
 #: The backgrounds the generated and real composites are scored over (FD/KID averaged over them).
 FEATURE_BACKGROUNDS = ("white", "black", "gray")
 #: The label every table gives the VGG16 numbers.
 FD_LABEL = "FD-VGG16 (not FID: no Inception weights)"
 #: torch-fidelity's Inception weights as ``torch.hub`` caches them.
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-
-
-def alpha_statistics(rgba: torch.Tensor, transparent: float = TRANSPARENT, opaque: float = OPAQUE) -> dict[str, float]:
-    """Shares of pixels (over all images) with α < ``transparent``, in between (soft), and α > ``opaque``."""
-    alpha = rgba[:, 3].float()
-    t = (alpha < transparent).float().mean().item()
-    o = (alpha > opaque).float().mean().item()
-    return {"transparent": t, "soft": 1.0 - t - o, "opaque": o}
 
 
 def inception_unavailable_reason() -> str | None:

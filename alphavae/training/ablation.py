@@ -43,6 +43,7 @@ from alphavae.vae.conversion import convert_to_rgba
 from alphavae.training.data import RGBAFolder
 from alphavae.imageio import atomic_write, load_rgba, save_png
 from alphavae.metric.alpha import AlphaReport, alpha_metric
+from alphavae.metric.alpha_shares import alpha_statistics
 from alphavae.metric.backbones import lpips_or_reason
 from alphavae.training.ablation_stats import differences_from, summarize_seeds
 from alphavae.training.ablation_table import markdown_table
@@ -230,6 +231,12 @@ def _row(name: str, kind: str, report: AlphaReport | dict) -> dict[str, Any]:
     return {"name": name, "kind": kind, **_sections(report)}
 
 
+def _with_soft_alpha(sections: dict[str, Any], recon: torch.Tensor) -> dict[str, Any]:
+    """``sections`` with the reconstructions' soft-alpha share (per cent) in its ``alpha`` part: the haze a
+    generator decoded by this VAE inherits (:func:`alphavae.metric.alpha_shares.alpha_statistics`)."""
+    return {**sections, "alpha": {**sections["alpha"], "soft_pct": 100 * alpha_statistics(recon)["soft"]}}
+
+
 def _score_run(folder: Path, targets: torch.Tensor, heldout: list[str], picks: list[int], device: torch.device,
                lpips_model) -> tuple[dict[str, Any], list[str], torch.Tensor | None]:
     """One run's numbers (a row's sections, its speed and last loss), its trainer notes and its picture strip.
@@ -250,7 +257,7 @@ def _score_run(folder: Path, targets: torch.Tensor, heldout: list[str], picks: l
     recon = reconstruct(load_vae(str(folder / "model"), device=device), targets, RECONSTRUCT_BATCH)
     report = alpha_metric(recon.to(device), targets.to(device), masked=True, lpips_model=lpips_model)
     log = read_log(folder)
-    numbers = {**_sections(report), "images_per_s": log[-1].get("images_per_s") if log else None,
+    numbers = {**_with_soft_alpha(_sections(report), recon), "images_per_s": log[-1].get("images_per_s") if log else None,
                "final_loss": log[-1].get("total") if log else None}
     notes = json.loads(run_json.read_text())["notes"]
     strip = picture_strip(recon, picks)
@@ -295,7 +302,8 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
     rows = []
     converted = convert_to_rgba(rgb_vae)
     recon = reconstruct(converted.to(device), targets, RECONSTRUCT_BATCH)
-    rows.append(_row("converted, untouched", "reference", alpha_metric(recon.to(device), targets.to(device), masked=True, lpips_model=lpips_model)))
+    report = alpha_metric(recon.to(device), targets.to(device), masked=True, lpips_model=lpips_model)
+    rows.append({"name": "converted, untouched", "kind": "reference", **_with_soft_alpha(_sections(report), recon)})
     strip("converted", recon)
     aliases = same_runs(configs)
     for name, cfg in configs.items():
@@ -328,7 +336,8 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
     result = {"rows": rows, "n_images": len(targets), "image_size": first.image_size, "steps": first.steps,
               "batch_size": first.batch_size, "seeds": seeds or [first.seed], "vae": first.vae,
               "vae_sha256": weights_sha256(first.vae), "machine": machine, "command": command,
-              "lpips_unavailable": lpips_model is None, "pictures": [heldout[i].name for i in picks],
+              "lpips_unavailable": lpips_model is None, "real_soft_alpha_pct": 100 * alpha_statistics(targets)["soft"],
+              "pictures": [heldout[i].name for i in picks],
               "notes": notes + [f"{name}: {cfg.description}" for name, cfg in configs.items() if cfg.description]}
     results.mkdir(parents=True, exist_ok=True)
     atomic_write(results / "ablation.json", lambda p: Path(p).write_text(json.dumps(result, indent=1) + "\n"))

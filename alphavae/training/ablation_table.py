@@ -14,7 +14,7 @@ from alphavae.training.ablation_stats import COVERAGE
 #: The metric columns: header, row section, metric, digits.
 COLUMNS = (("PSNR", "mean", "psnr", 2), ("SSIM", "mean", "ssim", 4), ("LPIPS", "mean", "lpips", 4),
            ("PSNR (α>0)", "masked_mean", "psnr", 2), ("α PSNR", "alpha", "psnr", 2), ("α SAD", "alpha", "sad", 2),
-           ("α grad", "alpha", "grad", 2))
+           ("α grad", "alpha", "grad", 2), ("soft α %", "alpha", "soft_pct", 1))
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -48,26 +48,32 @@ def _difference_cell(row: dict[str, Any], section: str, metric: str, digits: int
     return f"**{text}**" if d.get("real") else text
 
 
-def _header(first: str) -> list[str]:
-    return [f"| {first} | " + " | ".join(c[0] for c in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+def _columns(result: dict[str, Any]) -> tuple[tuple[str, str, str, int], ...]:
+    """The :data:`COLUMNS` some row has a key for (tables written before a column existed print as they were)."""
+    return tuple(c for c in COLUMNS if any(c[2] in _section(row, c[1]) for row in result["rows"]))
+
+
+def _header(first: str, columns: tuple[tuple[str, str, str, int], ...]) -> list[str]:
+    return [f"| {first} | " + " | ".join(c[0] for c in columns) + " |", "|---|" + "---|" * len(columns)]
 
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The ablation table as Markdown (one row per model), with the setup and notes under it."""
     seeds = result.get("seeds") or []
-    lines = _header("model")
+    columns = _columns(result)
+    lines = _header("model", columns)
     for row in result["rows"]:
         name = row["name"] + (f" (= {row['same_run_as']})" if row.get("same_run_as") else "")
         cells = [_value_cell(row, section, metric, digits,
                              "unavailable" if metric == "lpips" and result["lpips_unavailable"] else "—")
-                 for _, section, metric, digits in COLUMNS]
+                 for _, section, metric, digits in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     compared = [row for row in result["rows"] if row.get("vs_main")]
     if len(seeds) > 1 and compared:
         lines += ["", (f"Difference from main ({100 * COVERAGE:.0f} % interval, paired by seed; **bold**: the interval "
-                       "excludes 0, a real difference):"), "", *_header("variant")]
+                       "excludes 0, a real difference):"), "", *_header("variant", columns)]
         lines += [f"| {row['name']} | " + " | ".join(_difference_cell(row, section, metric, digits)
-                                                    for _, section, metric, digits in COLUMNS) + " |" for row in compared]
+                                                    for _, section, metric, digits in columns) + " |" for row in compared]
     shares = [row for row in result["rows"] if row.get("gradient_shares")]
     if shares:
         terms = list(dict.fromkeys(t for row in shares for t in row["gradient_shares"]))
@@ -76,7 +82,9 @@ def markdown_table(result: dict[str, Any]) -> str:
         lines += [f"| {row['name']} | " + " | ".join(_share(row["gradient_shares"].get(t)) for t in terms) + " |" for row in shares]
     lines += ["", (f"Held-out split: {result['n_images']} images at {result['image_size']} px (square, transparent "
                    "padding); composite metrics are the mean over the 9 backgrounds; SAD and grad in thousands (lower is "
-                   "better)."),
+                   "better)" + ("" if result.get("real_soft_alpha_pct") is None else
+                               f"; soft α %: pixels with 0.01 ≤ α ≤ 0.99, {result['real_soft_alpha_pct']:.1f} % in the "
+                               "held-out images themselves") + "."),
               (f"Training: {result['steps']} steps, global batch {result['batch_size']}, from `{result['vae']}`; "
                f"machine: {result['machine']}.")]
     if len(seeds) > 1:
