@@ -47,8 +47,7 @@ ISSUE_BICUBIC_FACTOR = 8 * math.sqrt(3 / 4)
 
 def load_set(files: list[Path]) -> torch.Tensor:
     """``(N, 4, SIZE, SIZE)`` straight-alpha images in [0, 1]."""
-    folder = RGBAFolder(files[0].parent, size=SIZE, files=files)
-    return torch.stack([folder.load(i) for i in range(len(files))])
+    return RGBAFolder(files[0].parent, size=SIZE, files=files).load_all()
 
 
 def rgb_scores(rgb_vae, images: torch.Tensor, lpips) -> dict[str, dict[str, float]]:

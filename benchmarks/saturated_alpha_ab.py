@@ -28,18 +28,17 @@ from alphavae.paths import configs_dir
 from alphavae.training.data import RGBAFolder, train_and_heldout
 from alphavae.training.finetune import finetune_steps
 from alphavae.vae.loading import load_vae
-from alphavae.vae.reconstruct import reconstruct
+from alphavae.vae.reconstruct import RECONSTRUCT_BATCH, reconstruct
 
 
 def load(files: list[Path], size: int) -> torch.Tensor:
     """``(N, 4, size, size)`` straight-alpha images in [0, 1], as training sees them."""
-    folder = RGBAFolder(files[0].parent, size=size, files=files)
-    return torch.stack([folder.load(i) for i in range(len(files))])
+    return RGBAFolder(files[0].parent, size=size, files=files).load_all()
 
 
 def score(vae, heldout: torch.Tensor) -> dict:
     """Alpha shares of the reconstructions, mean PSNR over the 9 backgrounds and alpha PSNR on ``heldout``."""
-    recon = reconstruct(vae, heldout, 16)
+    recon = reconstruct(vae, heldout, RECONSTRUCT_BATCH)
     report = alpha_metric(recon, heldout)
     return {"alpha_shares": alpha_statistics(recon), "psnr": report.mean["psnr"], "alpha_psnr": report.alpha["psnr"]}
 

@@ -118,7 +118,7 @@ def prepare_row(row: str, n_batches: int, lpips_net: str, optimised: str = DEFAU
         setup.objective.reference_vae.float()
         setup.objective.lpips_model.float()
     images = RGBAFolder(sample_dir(), size=config.image_size)
-    pool = torch.stack([images.load(i) for i in range(len(images))])
+    pool = images.load_all()
     picks = torch.Generator().manual_seed(0)
     batches = [pool[torch.randint(len(pool), (batch,), generator=picks)] for _ in range(n_batches)]
     if acc.device.type == "cuda":

@@ -30,7 +30,7 @@ def main() -> None:
     heldout = {Path(p).stem for p in json.loads(shipped_config("split-rgba-train").read_text())["heldout"]}
     files = [p for p in RGBAFolder(sample_dir()).files if p.stem in heldout][:N]
     sample = RGBAFolder(sample_dir(), size=128, files=files)
-    real = torch.stack([sample.load(i) for i in range(len(files))])
+    real = sample.load_all()
     with torch.no_grad():
         recon = reconstruct(load_vae("embedded-rgba"), real)
     generated = torch.nn.functional.interpolate(generate("embedded-generator", n=N, seed=0, device="cpu"), size=128,

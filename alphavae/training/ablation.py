@@ -232,8 +232,8 @@ def _row(name: str, kind: str, report: AlphaReport | dict) -> dict[str, Any]:
 
 
 def _with_soft_alpha(sections: dict[str, Any], recon: torch.Tensor) -> dict[str, Any]:
-    """``sections`` with the reconstructions' soft-alpha share (per cent) in its ``alpha`` part: the haze a
-    generator decoded by this VAE inherits (:func:`alphavae.metric.alpha_shares.alpha_statistics`)."""
+    """``sections`` (or a row) with the reconstructions' soft-alpha share (per cent) in its ``alpha`` part: the
+    haze a generator decoded by this VAE inherits (:func:`alphavae.metric.alpha_shares.alpha_statistics`)."""
     return {**sections, "alpha": {**sections["alpha"], "soft_pct": 100 * alpha_statistics(recon)["soft"]}}
 
 
@@ -283,7 +283,7 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
     if not heldout:
         raise ConfigError("the ablation needs a held-out split: set 'split' in the variant configs")
     dataset = RGBAFolder(heldout[0].parent, size=first.image_size, files=heldout)
-    targets = torch.stack([dataset.load(i) for i in range(len(dataset))])
+    targets = dataset.load_all()
     names = [f"{p.parent.name}/{p.name}" for p in heldout]
     notes: list[str] = []
     lpips_model, reason = lpips_or_reason("alex", device)  # the metric's LPIPS (AlexNet v0.1, as the paper's)
@@ -303,7 +303,7 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
     converted = convert_to_rgba(rgb_vae)
     recon = reconstruct(converted.to(device), targets, RECONSTRUCT_BATCH)
     report = alpha_metric(recon.to(device), targets.to(device), masked=True, lpips_model=lpips_model)
-    rows.append({"name": "converted, untouched", "kind": "reference", **_with_soft_alpha(_sections(report), recon)})
+    rows.append(_with_soft_alpha(_row("converted, untouched", "reference", report), recon))
     strip("converted", recon)
     aliases = same_runs(configs)
     for name, cfg in configs.items():

@@ -60,6 +60,11 @@ class RGBAFolder(Dataset):
             rgba = square_pad(resize_long_side(rgba, self.size), self.size)
         return rgba
 
+    def load_all(self) -> torch.Tensor:
+        """Every image, stacked ``(N, 4, size, size)``: for the small sets kept in memory (held-out splits, the
+        sample); raises :class:`ImageReadError` on an unreadable file, as :meth:`load` does."""
+        return torch.stack([self.load(i) for i in range(len(self))])
+
     def __getitem__(self, index: int) -> torch.Tensor:
         for offset in range(len(self.files)):
             i = (index + offset) % len(self.files)

@@ -399,7 +399,7 @@ def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | No
     samples = None
     if sample_files:
         sample_set = RGBAFolder(sample_files[0].parent, size=config.image_size, files=sample_files)
-        samples = torch.stack([sample_set.load(i) for i in range(len(sample_files))])
+        samples = sample_set.load_all()
     log = RunLog(output / "log.jsonl", start if found is not None else None, write=acc.is_main_process)
     t0, speed = time.perf_counter(), {"images_per_s": 0.0}
 
