@@ -35,8 +35,15 @@ def settle_groups(optimizer: torch.optim.Optimizer, capturable: bool, scheduler=
 
     ``load_state_dict`` takes every hyperparameter from the saved state, so a checkpoint written by a graphed run
     (rate tensors) resumes an eager one and back only after this: capturable → the rate a 0-dim tensor on the
-    parameters' device and ``capturable`` on; otherwise plain numbers and ``capturable`` off. Values are unchanged.
+    parameters' device and ``capturable`` on; otherwise plain numbers and ``capturable`` off. And each parameter's
+    moments take its memory layout: a checkpoint stores them contiguous, a compiled network's parameters are
+    channels_last, and CUDA's fused AdamW refuses the mix ("params, grads, exp_avgs, and exp_avg_sqs must have same
+    … layout", the first step of every resumed GPU run, found on an H100). Values are unchanged.
     """
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
     for group in optimizer.param_groups:
         device = group["params"][0].device if group["params"] else torch.device("cpu")
         for key in ("lr", "initial_lr"):
