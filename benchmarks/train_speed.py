@@ -8,10 +8,9 @@ Rows (each in a fresh process, so peak memory and compile caches are its own), a
   calls for the adaptive weight, every logged term read back to the host each step;
 * ``eager`` — the trainer's step (``alphavae.training.trainer.train_step``) with ``compile`` and ``cuda_graphs`` off;
 * ``optimised`` — the same step as the trainer runs it on a GPU by default: torch.compile and channels_last
-  (``compile``), recorded as CUDA graphs and replayed (``cuda_graphs``), frozen networks in bf16;
-  ``--optimised graphs`` or ``--optimised compile`` switch on one of the two; ``…+layout`` also keeps the VAEs'
-  activations channels_last (``alphavae.training.layout``: CUDA's group norm returns NCHW, so a convolution
-  after one may copy its input), an A/B before the trainer adopts it.
+  activations, kept through the VAEs' group norms (``compile``; ``alphavae.training.layout``), recorded as CUDA
+  graphs and replayed (``cuda_graphs``), frozen networks in bf16; ``--optimised graphs`` or ``--optimised compile``
+  switch on one of the two.
 
 Models: ``sd`` (Stable Diffusion's VAE architecture, 83.7 M parameters, random init: timing only) and
 ``embedded`` (the shipped small VAE). Per row: images/s, step time, FLOPs counted by ``FlopCounterMode`` over one
@@ -46,7 +45,6 @@ from alphavae.paths import configs_dir, sample_dir
 from alphavae.training.config import load_config
 from alphavae.training.data import RGBAFolder
 from alphavae.training.graphs import WARMUP
-from alphavae.training.layout import keep_channels_last
 from alphavae.training.step import step_generator
 from alphavae.training.trainer import build_setup, make_accelerator, read_logs, train_step
 
@@ -92,10 +90,8 @@ def official_step(setup, batch: torch.Tensor, step: int) -> dict[str, float]:
     return {**logs, **d_logs}
 
 
-#: What the ``optimised`` row switches on: config keys ``compile``, ``cuda_graphs``, and whether the VAEs keep
-#: channels_last activations (``alphavae.training.layout``; not in the trainer yet: this A/B decides).
-OPTIMISED = {"graphs": ("off", "on", False), "compile+graphs": ("on", "on", False), "compile": ("on", "off", False),
-             "compile+graphs+layout": ("on", "on", True), "compile+layout": ("on", "off", True)}
+#: What the ``optimised`` row switches on: config keys ``compile`` and ``cuda_graphs``.
+OPTIMISED = {"graphs": ("off", "on"), "compile+graphs": ("on", "on"), "compile": ("on", "off")}
 DEFAULT_OPTIMISED = "compile+graphs"  # what the trainer does on one GPU
 
 
@@ -111,9 +107,6 @@ def prepare_row(row: str, n_batches: int, lpips_net: str, optimised: str = DEFAU
         acc = make_accelerator(config)
         torch.manual_seed(0)
         setup = build_setup(config, acc)
-        if name == "optimised" and OPTIMISED[optimised][2]:  # before the first (compiling) call
-            for vae in (setup.model, setup.objective.reference_vae):
-                keep_channels_last(vae)
     if name != "optimised":  # the official formulation and the eager step run fp32 frozen networks, as written
         setup.objective.reference_vae.float()
         setup.objective.lpips_model.float()

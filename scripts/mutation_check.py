@@ -271,6 +271,16 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("layout_group_norm_biased_variance", "alphavae/training/layout.py",
              "correction=0", "correction=1",
              ("tests/test_training_layout.py::test_the_layout_keeping_group_norm_computes_group_norm",)),
+    Mutation("layout_not_applied_when_compiling", "alphavae/training/step.py",
+             "                keep_channels_last(vae)", "                pass",
+             ("tests/test_training_layout.py::test_compiled_vaes_keep_channels_last_and_the_others_do_not",)),
+    Mutation("resume_moments_left_contiguous", "alphavae/training/optim.py",
+             "state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)", "pass",
+             ("tests/test_training_graphs.py::test_a_resumed_optimiser_keeps_its_channels_last_parameters_layout",),
+             "the first step of a resumed compiled GPU run fails in fused AdamW"),
+    Mutation("autocast_bf16_on_emulating_gpus", "alphavae/vae/loading.py",
+             "torch.cuda.is_bf16_supported(including_emulation=False)", "torch.cuda.is_bf16_supported()",
+             ("tests/test_vae.py::test_autocast_is_bf16_only_where_a_gpu_has_it_natively",)),
 )
 
 

@@ -102,7 +102,9 @@ def reconstruction(config, state: dict[str, torch.Tensor]) -> torch.Tensor:
 def test_the_compiled_step_trains_as_the_eager_step_on_a_cpu(tiny_vae):
     """``compile: on`` (Inductor's CPU kernels, channels_last) against eager, STEPS steps across ``disc_start``.
 
-    Tolerances (fp32): every logged value relative 1e-4; every weight matrix or kernel of the VAE (and its EMA)
+    Tolerances (fp32): every logged value relative 1e-4, or within 1e-4 of that term's largest value in the run (the
+    reference KL is exactly 0 eager at the first step and a few 1e-6 compiled: the trainable and the reference
+    encoder, compiled for batches of 3·B and B, round their group norms' reductions differently); every weight matrix or kernel of the VAE (and its EMA)
     within 1e-3 of its largest change, of the discriminator within 1e-3 of its largest weight; the trained VAE's reconstruction of a fixed batch within 1e-4. Biases are compared
     through that reconstruction, not one by one: those the loss cannot see (an attention key's bias, a
     convolution's bias just before a GroupNorm) have a gradient of rounding noise, which AdamW scales up to
@@ -112,10 +114,11 @@ def test_the_compiled_step_trains_as_the_eager_step_on_a_cpu(tiny_vae):
     compiled, compiled_state = train_some(config_for(tiny_vae, compile="on"), record=None)
     start = initial_state(config_for(tiny_vae))
     assert "disc/loss" not in eager[DISC_START - 1] and "disc/loss" in eager[DISC_START]  # both phases ran
+    largest = {key: max(abs(logs[key]) for logs in eager if key in logs) for key in eager[-1]}
     for step, (a, b) in enumerate(zip(eager, compiled, strict=True)):
         assert set(a) == set(b), step
         for key in a:
-            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), (step, key)
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4 * largest[key]), (step, key)
     start.update({f"ema.{i}": value for i, value in enumerate(list(start.values()))})  # EMA: the VAE's parameters, in order
     for key, value in eager_state.items():
         if value.ndim >= 2:
@@ -158,6 +161,27 @@ def test_an_optimisers_checkpoint_resumes_with_or_without_capturable_rates(tmp_p
         for _ in range(4):
             resumed_schedule.step()
         assert float(group["lr"]) == pytest.approx(uninterrupted, rel=1e-6)
+
+
+def test_a_resumed_optimiser_keeps_its_channels_last_parameters_layout(tmp_path):
+    """A checkpoint stores AdamW's moments contiguous; a compiled network's convolution weights are channels_last,
+    and CUDA's fused AdamW refuses moments of another layout (the first step of a resumed GPU run failed on an
+    H100). After :func:`settle_groups` every moment has its parameter's strides and its saved values."""
+    conv = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
+    optimizer = adamw(conv.parameters(), 1e-3)
+    conv(torch.randn(2, 4, 8, 8).to(memory_format=torch.channels_last)).sum().backward()
+    optimizer.step()
+    assert optimizer.state[conv.weight]["exp_avg"].stride() == conv.weight.stride()  # a fresh state follows its param
+    save_checkpoint(tmp_path, 1, lambda: {"optimizer": optimizer.state_dict()}, {"rng": []}, 1, 0, lambda: None)
+    shared, _ = load_checkpoint(tmp_path / "step-00000001", 0)
+    resumed = adamw(conv.parameters(), 1e-3)
+    resumed.load_state_dict(shared["optimizer"])
+    settle_groups(resumed, False)
+    for param in conv.parameters():
+        for key in ("exp_avg", "exp_avg_sq"):
+            moment = resumed.state[param][key]
+            assert moment.stride() == param.stride(), (key, tuple(param.shape))
+            assert torch.equal(moment, optimizer.state[param][key])
 
 
 def test_cuda_graphs_on_without_a_gpu_is_an_error_naming_the_key(tiny_vae):

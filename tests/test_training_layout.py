@@ -92,3 +92,19 @@ def test_every_convolution_gets_channels_last_input_on_a_gpu_after_keep_channels
     layouts = conv_input_layouts(kept)
     assert layouts.keys() == native.keys()
     assert [name for name, cl in layouts.items() if not cl] == []
+
+
+def test_compiled_vaes_keep_channels_last_and_the_others_do_not():
+    """``optimise_networks`` applies the layout with ``torch.compile`` (to the trainable and the reference VAE),
+    and leaves an eager run's networks as they are (the layout-keeping group norm is slower eager)."""
+    from types import SimpleNamespace
+
+    from alphavae.training.step import optimise_networks
+
+    for compiled in (True, False):
+        model = small_vae()
+        objective = SimpleNamespace(reference_vae=small_vae(), lpips_model=None, discriminator=None)
+        optimise_networks(model, objective, compile_networks=compiled, frozen_dtype=None)
+        for vae in (model, objective.reference_vae):
+            kinds = {type(m) for m in vae.modules() if isinstance(m, nn.GroupNorm)}
+            assert kinds == ({LayoutKeepingGroupNorm} if compiled else {nn.GroupNorm})

@@ -22,7 +22,9 @@ the two agree) and differs only in how:
   processes too, so λ is the one-process value.
 * **Kernels** (:func:`optimise_networks`, on a GPU): frozen networks (reference VAE, LPIPS) in bf16,
   channels_last, and ``torch.compile`` of the encoder, the decoder but its last layer (:func:`decoder_parts`),
-  LPIPS and the discriminator; the whole step can then be recorded as CUDA graphs (:mod:`alphavae.training.graphs`).
+  LPIPS and the discriminator, with the VAEs' activations kept channels_last through their group norms
+  (:mod:`alphavae.training.layout`: 2.9 % more images/s at SD size on an H100, benchmarks/NOTES.md "Stop 21");
+  the whole step can then be recorded as CUDA graphs (:mod:`alphavae.training.graphs`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from alphavae.losses import perceptual as perc
 from alphavae.losses.augmentation import blend_augment, blend_choices
 from alphavae.losses.compositing import opaque
 from alphavae.losses.objective import AlphaVAEObjective
+from alphavae.training.layout import keep_channels_last
 
 #: Terms that make up L_rec, the numerator of the adaptive weight.
 REC_TERMS = ("reconstruction", "perceptual")
@@ -177,13 +180,16 @@ def optimise_networks(model: AutoencoderKL, objective: AlphaVAEObjective, compil
         for net in [*trainable, *frozen]:
             if net is not None:
                 net.to(memory_format=torch.channels_last)
+        for vae in (model, objective.reference_vae):  # before the first (compiling) call
+            if vae is not None:
+                keep_channels_last(vae)
         parts = [model.encoder, *decoder_parts(model), objective.discriminator, objective.lpips_model,
                  objective.reference_vae.encoder if objective.reference_vae is not None else None]
         for part in parts:
             if part is not None:
                 part.compile(dynamic=False)
         notes.append("torch.compile of the encoder, the decoder up to its last layer, the discriminator, LPIPS and the "
-                     "reference encoder; channels_last")
+                     "reference encoder; channels_last, kept through the VAEs' group norms")
     return notes
 
 
