@@ -152,3 +152,19 @@ def test_bad_specs_name_what_to_do(tmp_path):
     (tmp_path / "notavae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
     with pytest.raises(VAELoadError, match="notavae"):
         load_vae(str(tmp_path / "notavae"))
+
+
+@pytest.mark.parametrize(("device", "native", "expected"), [
+    ("cuda", True, torch.bfloat16),  # Ampere or newer
+    ("cuda", False, None),           # a T4 or V100: bf16 only emulated, so fp32
+    ("cpu", True, None),
+])
+def test_autocast_is_bf16_only_where_a_gpu_has_it_natively(monkeypatch, device, native, expected):
+    """Every trainer autocasts through ``autocast_dtype``; the config's ``mixed_precision: auto`` follows it."""
+    from alphavae.vae.loading import autocast_dtype
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: asked.append(including_emulation) or native)
+    assert autocast_dtype(torch.device(device)) is expected
+    assert asked in ([], [False])  # never the emulated answer, which is True on a T4

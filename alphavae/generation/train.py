@@ -51,7 +51,7 @@ from alphavae.training.data import RGBAFolder
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import adamw, lr_schedule
 from alphavae.training.splits import read_split, split_files
-from alphavae.vae.loading import latent_factors, load_vae, torch_device, weights_sha256
+from alphavae.vae.loading import autocast_dtype, latent_factors, load_vae, torch_device, weights_sha256
 
 #: The split shared with the RGBA VAE trainer (helper E's file): same held-out images everywhere.
 DEFAULT_SPLIT = shipped_config("split-rgba-train")
@@ -118,7 +118,7 @@ on the latents of the RGBA VAE `{config.vae}`; decoding its samples with that VA
 Data: `rgba-train` (openclipart-png, Public Domain), training split of `configs/split-rgba-train.json`
 ({info['n_train_images']} images, mirrored too), posterior samples of the cached posteriors.
 Training: DDPM (cosine betas, {config.prediction_type}), {info['steps_done']} steps of batch {config.batch_size},
-AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, bf16 on {info['device']},
+AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, {info.get('precision', 'bf16')} on {info['device']},
 {info['train_minutes']:.1f} min. Sampling: DPM-Solver++ ({config.num_inference_steps} steps, trailing spacing).
 
 Paired VAE weights: `{config.vae}` with sha256 `{info.get('vae_sha256') or 'unknown (not a local folder)'}`; if that VAE is
@@ -191,7 +191,8 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         step, seconds = int(shared["step"]), float(shared["seconds"])
         set_rng_state(local["rng"], {"batches": gen})
     log = RunLog(output / "log.jsonl", step if found is not None else None)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    dtype = autocast_dtype(device)
+    amp = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
     unet.train()
     call_began, seconds_before = time.time(), seconds
 
@@ -247,6 +248,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",
         "n_train_images": len(train_files), "steps_done": step, "train_minutes": round(seconds / 60, 2),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": str(dtype).removeprefix("torch.") if dtype is not None else "fp32",
         "n_parameters": sum(p.numel() for p in unet.parameters()), "config": asdict(config),
     }
     command = command or "alphavae generator train " + " ".join(sys.argv[2:])

@@ -62,7 +62,7 @@ class TrainConfig:
     # compilation; SD size at batch 16: 36.4 eager, 56.7 both.
     compile: str = "auto"
     cuda_graphs: str = "auto"
-    mixed_precision: str = "auto"  # auto (bf16 on a GPU, none on a CPU) | bf16 | fp16 | no
+    mixed_precision: str = "auto"  # auto (bf16 on a GPU that has it natively, else none) | bf16 | fp16 | no
     device: str = "auto"  # auto | cpu
     seed: int = 0
     num_workers: int = 2

@@ -46,7 +46,7 @@ from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import adamw, lr_schedule, settle_groups
 from alphavae.training.step import (DiscriminatorLoss, DivergenceWatch, GeneratorLoss, augment, global_draws,
                                     optimise_networks, step_generator)
-from alphavae.vae.loading import load_vae
+from alphavae.vae.loading import autocast_dtype, load_vae
 from alphavae.vae.reconstruct import reconstruct
 
 class TrainingDiverged(RuntimeError):
@@ -83,7 +83,7 @@ class TrainingSetup:
 
 
 def make_accelerator(config: TrainConfig, output: Path | None = None) -> Accelerator:
-    """An Accelerator for the config: bf16 autocast on a GPU ('auto'), TensorBoard logs under ``output``."""
+    """An Accelerator for the config: bf16 autocast on a GPU that has it natively ('auto'), TensorBoard logs under ``output``."""
     cpu = config.device == "cpu" or not torch.cuda.is_available()
     if not cpu:  # fixed image size: let cuDNN pick the fastest convolution algorithms; TF32 for fp32 matmuls
         torch.backends.cudnn.benchmark = True
@@ -91,7 +91,7 @@ def make_accelerator(config: TrainConfig, output: Path | None = None) -> Acceler
         torch.backends.cudnn.allow_tf32 = True
     precision = config.mixed_precision
     if precision == "auto":
-        precision = "no" if cpu else "bf16"
+        precision = "no" if cpu or autocast_dtype(torch.device("cuda")) is None else "bf16"
     kwargs: dict[str, Any] = {}
     if output is not None:
         kwargs = {"log_with": "tensorboard", "project_dir": str(output / "tensorboard")}
