@@ -21,6 +21,8 @@ from alphavae.metric.alpha import jpeg_roundtrip
 
 #: The kinds :func:`degrade` knows, in the order a widget lists them.
 DEGRADATIONS = ("none", "blur", "jpeg", "noise", "hard_alpha", "hidden_colour")
+#: The noise degradation's standard deviation at strength 1.
+NOISE_STD = 0.1
 
 
 def _batched(fn):
@@ -97,7 +99,7 @@ def camouflaged_alpha_error(rgba: torch.Tensor, background: Sequence[float], amo
 
 def degrade(rgba: torch.Tensor, kind: str = "blur", strength: float = 0.5, seed: int = 0) -> torch.Tensor:
     """Apply one :data:`DEGRADATIONS` kind at ``strength`` in [0, 1] (0 leaves the image unchanged):
-    blur σ = 3·strength px; JPEG quality 100 − 95·strength; noise std 0.1·strength; hard_alpha and
+    blur σ = 3·strength px; JPEG quality 100 − 95·strength; noise std :data:`NOISE_STD`·strength; hard_alpha and
     hidden_colour blend by strength."""
     if kind not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {kind!r}; choose from {list(DEGRADATIONS)}")
@@ -110,7 +112,7 @@ def degrade(rgba: torch.Tensor, kind: str = "blur", strength: float = 0.5, seed:
     if kind == "jpeg":
         return jpeg(rgba, round(100 - 95 * strength))
     if kind == "noise":
-        return noise(rgba, 0.1 * strength, seed)
+        return noise(rgba, NOISE_STD * strength, seed)
     if kind == "hard_alpha":
         return harden_alpha(rgba, strength)
     return repaint_hidden(rgba, amount=strength)

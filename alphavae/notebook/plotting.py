@@ -202,3 +202,16 @@ def metric_bars(series: Mapping[str, Mapping[str, float | None]], metric: str = 
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+def exact_vs_reported(exact: Sequence[float], reported: Sequence[float], label: str) -> Figure:
+    """Each prediction's exact score (x) against the score a pipeline reports for it (y), with the line y = x:
+    how far, and for which predictions, the reported numbers depart from the exact ones."""
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=DPI)
+    ax.plot(exact, reported, "o-", label=label)
+    ax.plot(exact, exact, "--", color="gray", label="exact (y = x)")
+    ax.set_xlabel("exact mean PSNR (dB)")
+    ax.set_ylabel("reported mean PSNR (dB)")
+    ax.legend(fontsize=8, loc="upper left")  # the curves run from bottom left to top right
+    fig.tight_layout()
+    return fig
