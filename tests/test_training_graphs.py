@@ -102,9 +102,10 @@ def reconstruction(config, state: dict[str, torch.Tensor]) -> torch.Tensor:
 def test_the_compiled_step_trains_as_the_eager_step_on_a_cpu(tiny_vae):
     """``compile: on`` (Inductor's CPU kernels, channels_last) against eager, STEPS steps across ``disc_start``.
 
-    Tolerances (fp32): every logged value relative 1e-4, or within 1e-4 of that term's largest value in the run (the
-    reference KL is exactly 0 eager at the first step and a few 1e-6 compiled: the trainable and the reference
-    encoder, compiled for batches of 3·B and B, round their group norms' reductions differently); every weight matrix or kernel of the VAE (and its EMA)
+    Tolerances (fp32): every logged value relative 1e-4 (absolute 1e-7 near 0), but the reference KL within 1e-4 of its
+    largest value in the run: it is exactly 0 eager at the first step and a few 1e-6 compiled, since the trainable
+    and the reference encoder, compiled for batches of 3·B and B with the layout-keeping group norm, round their
+    reductions differently (its weighted value, 1e-16 times it, is far below 1e-7); every weight matrix or kernel of the VAE (and its EMA)
     within 1e-3 of its largest change, of the discriminator within 1e-3 of its largest weight; the trained VAE's reconstruction of a fixed batch within 1e-4. Biases are compared
     through that reconstruction, not one by one: those the loss cannot see (an attention key's bias, a
     convolution's bias just before a GroupNorm) have a gradient of rounding noise, which AdamW scales up to
@@ -114,11 +115,12 @@ def test_the_compiled_step_trains_as_the_eager_step_on_a_cpu(tiny_vae):
     compiled, compiled_state = train_some(config_for(tiny_vae, compile="on"), record=None)
     start = initial_state(config_for(tiny_vae))
     assert "disc/loss" not in eager[DISC_START - 1] and "disc/loss" in eager[DISC_START]  # both phases ran
-    largest = {key: max(abs(logs[key]) for logs in eager if key in logs) for key in eager[-1]}
+    largest = max(logs["loss/reference_kl"] for logs in eager)
     for step, (a, b) in enumerate(zip(eager, compiled, strict=True)):
         assert set(a) == set(b), step
         for key in a:
-            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4 * largest[key]), (step, key)
+            floor = 1e-4 * largest if key.endswith("/reference_kl") and key.startswith("loss/") else 1e-7
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=floor), (step, key)
     start.update({f"ema.{i}": value for i, value in enumerate(list(start.values()))})  # EMA: the VAE's parameters, in order
     for key, value in eager_state.items():
         if value.ndim >= 2:
@@ -182,6 +184,28 @@ def test_a_resumed_optimiser_keeps_its_channels_last_parameters_layout(tmp_path)
             moment = resumed.state[param][key]
             assert moment.stride() == param.stride(), (key, tuple(param.shape))
             assert torch.equal(moment, optimizer.state[param][key])
+
+
+def test_a_resumed_ema_follows_its_parameters(tmp_path):
+    """diffusers' EMAModel keeps a checkpoint's tensors as loaded (CPU, contiguous): on a GPU its first step would
+    mix devices. After :func:`settle_ema` each shadow has its parameter's device and strides, and its saved values."""
+    from diffusers.training_utils import EMAModel
+
+    from alphavae.training.optim import settle_ema
+
+    conv = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
+    ema = EMAModel(conv.parameters(), decay=0.9)
+    with torch.no_grad():
+        conv.weight.add_(1.0)
+    ema.step(conv.parameters())
+    save_checkpoint(tmp_path, 1, lambda: {"ema": ema.state_dict()}, {"rng": []}, 1, 0, lambda: None)
+    shared, _ = load_checkpoint(tmp_path / "step-00000001", 0)
+    resumed = EMAModel(conv.parameters(), decay=0.9)
+    resumed.load_state_dict(shared["ema"])
+    settle_ema(resumed, conv.parameters())
+    for shadow, saved, param in zip(resumed.shadow_params, ema.shadow_params, conv.parameters(), strict=True):
+        assert (shadow.device, shadow.stride()) == (param.device, param.stride())
+        assert torch.equal(shadow, saved)
 
 
 def test_cuda_graphs_on_without_a_gpu_is_an_error_naming_the_key(tiny_vae):

@@ -104,7 +104,9 @@ def test_compiled_vaes_keep_channels_last_and_the_others_do_not():
     for compiled in (True, False):
         model = small_vae()
         objective = SimpleNamespace(reference_vae=small_vae(), lpips_model=None, discriminator=None)
+        shared_reference = objective.reference_vae  # what a loader's cache would hand to every run
         optimise_networks(model, objective, compile_networks=compiled, frozen_dtype=None)
+        assert {type(m) for m in shared_reference.modules() if isinstance(m, nn.GroupNorm)} == {nn.GroupNorm}
         for vae in (model, objective.reference_vae):
             kinds = {type(m) for m in vae.modules() if isinstance(m, nn.GroupNorm)}
             assert kinds == ({LayoutKeepingGroupNorm} if compiled else {nn.GroupNorm})

@@ -154,17 +154,19 @@ def test_bad_specs_name_what_to_do(tmp_path):
         load_vae(str(tmp_path / "notavae"))
 
 
-@pytest.mark.parametrize(("device", "native", "expected"), [
-    ("cuda", True, torch.bfloat16),  # Ampere or newer
-    ("cuda", False, None),           # a T4 or V100: bf16 only emulated, so fp32
-    ("cpu", True, None),
+@pytest.mark.parametrize(("device", "major", "expected"), [
+    ("cuda", 9, torch.bfloat16),  # an H100 or H200
+    ("cuda", 8, torch.bfloat16),  # an A100, L4
+    ("cuda", 7, None),            # a T4 or V100: bf16 only emulated, so fp32
+    ("cpu", 9, None),
 ])
-def test_autocast_is_bf16_only_where_a_gpu_has_it_natively(monkeypatch, device, native, expected):
+def test_autocast_is_bf16_only_where_a_gpu_has_it_natively(monkeypatch, device, major, expected):
     """Every trainer autocasts through ``autocast_dtype``; the config's ``mixed_precision: auto`` follows it."""
+    from alphavae.training.trainer import auto_mixed_precision
     from alphavae.vae.loading import autocast_dtype
 
-    asked = []
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: asked.append(including_emulation) or native)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 0))
     assert autocast_dtype(torch.device(device)) is expected
-    assert asked in ([], [False])  # never the emulated answer, which is True on a T4
+    if device == "cuda":
+        assert auto_mixed_precision(cpu=False) == ("bf16" if expected else "no")
+    assert auto_mixed_precision(cpu=True) == "no"

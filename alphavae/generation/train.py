@@ -6,7 +6,7 @@ with the paired RGBA VAE — the posterior mean and std of every image and of it
 ``latents.safetensors`` — then every step draws a posterior sample ``z = mean + std·ε``, scales it
 (``(z − shift)·scale``) and trains the UNet on the DDPM loss (v-prediction, MSE), with random class-label
 dropout for classifier-free guidance. AdamW, warm-up + cosine learning rate, an EMA of the weights (what is
-saved), bf16 autocast on a GPU, a fixed seed, and the checkpoints, loop and lock every trainer shares
+saved), bf16 autocast on a GPU that has bf16 natively (``alphavae.vae.loading.autocast_dtype``; fp32 on a T4), a fixed seed, and the checkpoints, loop and lock every trainer shares
 (:mod:`alphavae.training.loop`; exact resume).
 
 Run ``alphavae generator train --help``; the exact command behind the shipped ``embedded-generator`` is in its
@@ -49,7 +49,7 @@ from alphavae.training.checkpoint import (
 )
 from alphavae.training.data import RGBAFolder
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
-from alphavae.training.optim import adamw, lr_schedule
+from alphavae.training.optim import adamw, lr_schedule, settle_ema
 from alphavae.training.splits import read_split, split_files
 from alphavae.vae.loading import autocast_dtype, latent_factors, load_vae, torch_device, weights_sha256
 
@@ -118,7 +118,7 @@ on the latents of the RGBA VAE `{config.vae}`; decoding its samples with that VA
 Data: `rgba-train` (openclipart-png, Public Domain), training split of `configs/split-rgba-train.json`
 ({info['n_train_images']} images, mirrored too), posterior samples of the cached posteriors.
 Training: DDPM (cosine betas, {config.prediction_type}), {info['steps_done']} steps of batch {config.batch_size},
-AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, {info.get('precision', 'bf16')} on {info['device']},
+AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, {info['precision']} on {info['device']},
 {info['train_minutes']:.1f} min. Sampling: DPM-Solver++ ({config.num_inference_steps} steps, trailing spacing).
 
 Paired VAE weights: `{config.vae}` with sha256 `{info.get('vae_sha256') or 'unknown (not a local folder)'}`; if that VAE is
@@ -188,6 +188,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         optimizer.load_state_dict(shared["optimizer"])
         schedule.load_state_dict(shared["lr_schedule"])
         ema.load_state_dict(shared["ema"])
+        settle_ema(ema, unet.parameters())
         step, seconds = int(shared["step"]), float(shared["seconds"])
         set_rng_state(local["rng"], {"batches": gen})
     log = RunLog(output / "log.jsonl", step if found is not None else None)
@@ -248,7 +249,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",
         "n_train_images": len(train_files), "steps_done": step, "train_minutes": round(seconds / 60, 2),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": str(dtype).removeprefix("torch.") if dtype is not None else "fp32",
+        "precision": "bf16" if dtype is torch.bfloat16 else "fp32",
         "n_parameters": sum(p.numel() for p in unet.parameters()), "config": asdict(config),
     }
     command = command or "alphavae generator train " + " ".join(sys.argv[2:])

@@ -1,4 +1,5 @@
-"""The optimiser and learning-rate schedule every trainer uses: AdamW, and one warm-up + decay schedule.
+"""The optimiser, learning-rate schedule and weight average every trainer uses: AdamW, one warm-up + decay
+schedule, and the EMA's state after a resume.
 
 One function each, so the RGBA trainer, RGB pretraining and the generator cannot drift apart: AdamW (fused
 kernels on a GPU), and diffusers' ``get_scheduler`` by name (``cosine``: linear warm-up, then half a cosine
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 
 import torch
 from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 
 #: The paper's AdamW betas for the RGBA fine-tune (docs/method.md §3.7).
 PAPER_BETAS = (0.5, 0.9)
@@ -55,6 +57,14 @@ def settle_groups(optimizer: torch.optim.Optimizer, capturable: bool, scheduler=
     if scheduler is not None:
         scheduler.base_lrs = [float(lr) for lr in scheduler.base_lrs]
         scheduler._last_lr = [float(lr) for lr in scheduler.get_last_lr()]
+
+
+def settle_ema(ema: EMAModel, parameters: Iterable[torch.nn.Parameter]) -> None:
+    """After ``ema.load_state_dict``: each shadow weight on its parameter's device, with its dtype and layout.
+
+    diffusers' ``EMAModel`` keeps the checkpoint's tensors as loaded (on the CPU, contiguous), so the first step
+    of a resumed GPU run would subtract a GPU parameter from a CPU shadow. Values are unchanged."""
+    ema.shadow_params = [torch.empty_like(p).copy_(s) for s, p in zip(ema.shadow_params, parameters, strict=True)]
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, name: str, warmup_steps: int, steps: int):

@@ -20,7 +20,7 @@ the two agree) and differs only in how:
   is the whole loss, so ``accelerator.prepare`` wraps them in DistributedDataParallel, which averages the
   gradients in buckets overlapped with the backward pass. The two W-gradients of λ are averaged over the
   processes too, so λ is the one-process value.
-* **Kernels** (:func:`optimise_networks`, on a GPU): frozen networks (reference VAE, LPIPS) in bf16,
+* **Kernels** (:func:`optimise_networks`, on a GPU): frozen networks (reference VAE, LPIPS) in bf16 (under bf16 autocast),
   channels_last, and ``torch.compile`` of the encoder, the decoder but its last layer (:func:`decoder_parts`),
   LPIPS and the discriminator, with the VAEs' activations kept channels_last through their group norms
   (:mod:`alphavae.training.layout`: 2.9 % more images/s at SD size on an H100, benchmarks/NOTES.md "Stop 21");
@@ -165,7 +165,9 @@ def optimise_networks(model: AutoencoderKL, objective: AlphaVAEObjective, compil
                       frozen_dtype: torch.dtype | None) -> list[str]:
     """On a GPU: frozen networks in ``frozen_dtype`` (bf16 under bf16 autocast), and with ``compile_networks``
     channels_last and ``torch.compile`` of the trainable encoder and decoder, the discriminator, LPIPS and the
-    reference encoder (in place: state-dict keys do not change). Returns notes for ``run.json``."""
+    reference encoder, whose VAEs keep channels_last through their group norms (:func:`keep_channels_last`: their
+    GroupNorm modules change class and their 1×1 convolutions get a pre-hook, in place on ``model``, which the
+    returned model keeps; state-dict keys do not change). Returns notes for ``run.json``."""
     notes = []
     if frozen_dtype is not None or compile_networks:  # own copies: the loaders cache and share these networks
         objective.reference_vae = copy.deepcopy(objective.reference_vae)

@@ -3,7 +3,7 @@
 One code path for a CPU, one GPU and several GPUs, through accelerate: the same global batch is split over
 the processes, and the step (:mod:`alphavae.training.step`: the loss as modules that accelerate wraps in
 DistributedDataParallel, no host synchronisation per step, torch.compile on a GPU) trains N processes like
-one. bf16 autocast on a GPU, AdamW with the paper's betas, warm-up + cosine learning rate, optional
+one. bf16 autocast on a GPU that has bf16 natively (``alphavae.vae.loading.autocast_dtype``; fp32 on a T4), AdamW with the paper's betas, warm-up + cosine learning rate, optional
 gradient checkpointing and EMA, a PatchGAN discriminator with its own optimiser from ``disc_start``,
 atomic checkpoints with exact resume (``alphavae.training.checkpoint``, ``alphavae.training.data``), tqdm progress,
 TensorBoard logs of every loss term and of reconstructions on checkerboards, and a stop on NaN/inf that
@@ -43,7 +43,7 @@ from alphavae.training.config import ConfigError, TrainConfig
 from alphavae.training.data import RGBAFolder, StepBatchSampler, make_loader, train_and_heldout
 from alphavae.training.graphs import StepGraphs
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
-from alphavae.training.optim import adamw, lr_schedule, settle_groups
+from alphavae.training.optim import adamw, lr_schedule, settle_ema, settle_groups
 from alphavae.training.step import (DiscriminatorLoss, DivergenceWatch, GeneratorLoss, augment, global_draws,
                                     optimise_networks, step_generator)
 from alphavae.vae.loading import autocast_dtype, load_vae
@@ -82,6 +82,11 @@ class TrainingSetup:
     notes: list[str] = field(default_factory=list)
 
 
+def auto_mixed_precision(cpu: bool) -> str:
+    """What ``mixed_precision: auto`` means: accelerate's ``"bf16"`` on a GPU with native bf16, else ``"no"``."""
+    return "no" if cpu or autocast_dtype(torch.device("cuda")) is None else "bf16"
+
+
 def make_accelerator(config: TrainConfig, output: Path | None = None) -> Accelerator:
     """An Accelerator for the config: bf16 autocast on a GPU that has it natively ('auto'), TensorBoard logs under ``output``."""
     cpu = config.device == "cpu" or not torch.cuda.is_available()
@@ -89,9 +94,7 @@ def make_accelerator(config: TrainConfig, output: Path | None = None) -> Acceler
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = "no" if cpu or autocast_dtype(torch.device("cuda")) is None else "bf16"
+    precision = auto_mixed_precision(cpu) if config.mixed_precision == "auto" else config.mixed_precision
     kwargs: dict[str, Any] = {}
     if output is not None:
         kwargs = {"log_with": "tensorboard", "project_dir": str(output / "tensorboard")}
@@ -349,6 +352,7 @@ def _restore(setup: TrainingSetup, shared: dict[str, Any], local: dict[str, Any]
         settle_groups(setup.disc_optimizer, capturable, setup.disc_scheduler)
     if setup.ema is not None:
         setup.ema.load_state_dict(shared["ema"])
+        settle_ema(setup.ema, setup.model.parameters())
     if setup.accelerator.scaler is not None and "scaler" in shared:
         setup.accelerator.scaler.load_state_dict(shared["scaler"])
     set_rng_state(local["rng"])

@@ -80,7 +80,7 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The dtype every trainer autocasts to on ``device``: bf16 on a GPU with bf16 tensor cores (Ampere or newer:
     A100, H100, L4 …), else None, i.e. fp32. A T4 or V100 (Colab's free GPU is a T4) runs bf16 only emulated,
     slower than fp32, and fp16 would need a loss scaler, which decides on the host."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
         return torch.bfloat16
     return None
 
