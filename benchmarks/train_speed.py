@@ -22,6 +22,7 @@ and the first step's total loss (the rows start from the same weights and batch,
 
     python benchmarks/train_speed.py --json benchmarks/results/train_speed.json
     python benchmarks/train_speed.py --rows optimised:sd:16 --optimised compile --profile 2
+    python benchmarks/train_speed.py --rows optimised:sd:16 --memory 25    # what holds the peak memory
 """
 
 from __future__ import annotations
@@ -126,8 +127,10 @@ def prepare_row(row: str, n_batches: int, lpips_net: str, optimised: str = DEFAU
     return name, model, batch, config, acc, setup, step
 
 
-def run_row(row: str, steps: int, warmup: int, lpips_net: str, optimised: str, profile: int = 0) -> dict:
-    """Time one row in this process (then, with ``profile``, print the kernels of that many more steps)."""
+def run_row(row: str, steps: int, warmup: int, lpips_net: str, optimised: str, profile: int = 0,
+            memory: int = 0) -> dict:
+    """Time one row in this process (then, with ``profile``, print the kernels of that many more steps; with
+    ``memory``, the call sites that hold the most memory at the row's peak)."""
     name, model, batch, config, acc, setup, step = prepare_row(row, warmup + steps + 1 + profile, lpips_net, optimised)
 
     def sync() -> None:
@@ -136,6 +139,8 @@ def run_row(row: str, steps: int, warmup: int, lpips_net: str, optimised: str, p
 
     if acc.device.type == "cuda":  # peak over the whole row: a CUDA graph's memory is taken while it is recorded
         torch.cuda.reset_peak_memory_stats()
+        if memory:
+            torch.cuda.memory._record_memory_history(max_entries=MEMORY_TRACE_ENTRIES)
     t0 = time.perf_counter()
     logs = step(0)
     first_total = float(logs["total"])
@@ -155,6 +160,10 @@ def run_row(row: str, steps: int, warmup: int, lpips_net: str, optimised: str, p
         read_logs(acc, logs)  # what the trainer does every log_every steps
     sync()
     step_s = (time.perf_counter() - t0) / steps
+    if memory and acc.device.type == "cuda":
+        trace = torch.cuda.memory._snapshot()["device_traces"][torch.cuda.current_device()]
+        torch.cuda.memory._record_memory_history(enabled=None)
+        print_peak_sites(trace, memory)
     if profile:
         print_profile(step, range(warmup + 1 + steps, warmup + 1 + steps + profile), sync)
     return {"name": name, "model": model, "batch": batch, "image_size": config.image_size,
@@ -164,6 +173,45 @@ def run_row(row: str, steps: int, warmup: int, lpips_net: str, optimised: str, p
             "warmup_s": warmup_s, "first_step_total": first_total,
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if acc.device.type == "cuda" else None,
             "lpips_net": lpips_net, "notes": setup.notes}
+
+
+#: Allocator events kept for ``--memory`` (a row's warm-up, recording and timed steps fit).
+MEMORY_TRACE_ENTRIES = 1_000_000
+
+
+def peak_sites(trace: list[dict], n: int) -> tuple[int, list[tuple[str, int]]]:
+    """Replay an allocator trace (``torch.cuda.memory._snapshot()["device_traces"][i]``): the bytes live at its
+    peak, and the ``n`` call sites holding most of them. A site is an allocation's innermost Python frame outside
+    torch itself (a compiled region's frames are Inductor's generated code), or "torch internals"."""
+    def replay(stop: int | None) -> tuple[int, int, dict[int, dict]]:
+        live: dict[int, dict] = {}
+        current = peak = peak_index = 0
+        for i, event in enumerate(trace[:stop]):
+            if event["action"] == "alloc":
+                live[event["addr"]] = event
+                current += event["size"]
+            elif event["action"] == "free_requested" and event["addr"] in live:
+                current -= live.pop(event["addr"])["size"]
+            if current > peak:
+                peak, peak_index = current, i
+        return peak, peak_index, live
+
+    peak, peak_index, _ = replay(None)
+    _, _, live = replay(peak_index + 1)
+    sites: dict[str, int] = {}
+    for event in live.values():
+        frame = next((f for f in event.get("frames", []) if "/torch/" not in f["filename"]), None)
+        site = f"{Path(frame['filename']).name}:{frame['line']} {frame['name']}" if frame else "torch internals"
+        sites[site] = sites.get(site, 0) + event["size"]
+    return peak, sorted(sites.items(), key=lambda item: -item[1])[:n]
+
+
+def print_peak_sites(trace: list[dict], n: int) -> None:
+    """:func:`peak_sites` of a row, to stderr."""
+    peak, sites = peak_sites(trace, n)
+    print(f"memory: {peak / 2**30:.2f} GiB live at the traced peak; the {len(sites)} sites holding most:", file=sys.stderr)
+    for site, size in sites:
+        print(f"  {size / 2**30:7.3f} GiB  {site}", file=sys.stderr)
 
 
 def print_profile(step, steps: range, sync) -> None:
@@ -231,6 +279,8 @@ def main() -> None:
                         help="what the optimised rows switch on (default: what the trainer does on a GPU)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after timing, profile N steps of each row and print its top kernels")
+    parser.add_argument("--memory", type=int, default=0, metavar="N",
+                        help="trace the allocator over each row and print the N call sites holding most at its peak")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--count-flops", action="store_true",
                         help="only count each row's FLOPs per image (one step at batch 1; runs on a CPU too)")
@@ -241,7 +291,7 @@ def main() -> None:
                      f"use --warmup {WARMUP} or more")
     if args.one:
         print("ROW " + json.dumps(run_row(args.one, args.steps, args.warmup, args.lpips_net, args.optimised,
-                                          args.profile)), flush=True)
+                                          args.profile, args.memory)), flush=True)
         return
     if args.count_flops:
         for row in args.rows.split(","):
@@ -251,9 +301,10 @@ def main() -> None:
     rows = []
     for row in args.rows.split(","):
         cmd = [sys.executable, __file__, "--one", row, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--lpips-net", args.lpips_net, "--optimised", args.optimised, "--profile", str(args.profile)]
+               "--lpips-net", args.lpips_net, "--optimised", args.optimised, "--profile", str(args.profile),
+               "--memory", str(args.memory)]
         done = subprocess.run(cmd, capture_output=True, text=True)
-        if args.profile:
+        if args.profile or args.memory:
             print("\n".join(line for line in done.stderr.splitlines() if not line.startswith(("Warning", "  warnings"))),
                   flush=True)
         lines = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
