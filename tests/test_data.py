@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import random
 import warnings
 from pathlib import Path
@@ -20,17 +19,10 @@ from alphavae.training.openclipart import LICENSE, Entry, write_manifest
 from alphavae.paths import sample_dir
 from alphavae.imageio import ImageReadError, load_rgba
 
-ROOT = Path(__file__).resolve().parents[1]
+from script_modules import load_script
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("rebuild_openclipart", ROOT / "scripts" / "rebuild_openclipart.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rebuild = _load_script()
+rebuild = load_script("scripts/rebuild_openclipart.py")
 
 
 # --- the shipped sample ----------------------------------------------------------------------------------

@@ -4,26 +4,23 @@ this only notices, in the normal suite, a refactor that moved the code so the li
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
 
 import pytest
 
+from script_modules import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def mutation_check():
-    spec = importlib.util.spec_from_file_location("mutation_check", ROOT / "scripts" / "mutation_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
     try:
-        spec.loader.exec_module(module)
-        yield module
+        yield load_script("scripts/mutation_check.py")
     finally:
-        sys.modules.pop(spec.name, None)
+        sys.modules.pop("mutation_check", None)
 
 
 def test_every_snippet_is_in_the_source_exactly_once(mutation_check):

@@ -8,7 +8,6 @@ vacuous (no outputs) or heavy (widget state, big images), and that a reader find
 from __future__ import annotations
 
 import base64
-import importlib.util
 import re
 import struct
 import subprocess
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -166,9 +167,7 @@ def test_stored_notebooks_are_clean_for_nbstripout():
 
     ``python scripts/execute_notebooks.py`` re-runs the notebooks and cleans them this way.
     """
-    spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "scripts" / "execute_notebooks.py")
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    runner = load_script("scripts/execute_notebooks.py")
     flags = runner.NBSTRIPOUT_FLAGS  # the settings the runner cleans with, not a copy of them
     done = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", *flags, *map(str, NOTEBOOKS)],
                           capture_output=True, text=True)

@@ -5,7 +5,6 @@ and the photo-set rebuild script on a fake package tree (offline)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from alphavae.vae.pretrain import PretrainConfig, train
 from alphavae.vae.pretrain_data import PhotoCrops, image_groups, split_folder, split_photos
 from alphavae.vae.loading import load_vae
 
-ROOT = Path(__file__).resolve().parents[1]
+from script_modules import load_script
 
 
 @pytest.fixture(scope="module")
@@ -191,15 +190,8 @@ def test_scaling_factor_is_one_over_latent_std(tiny_photos, tmp_path):
     assert factor * z.std().item() == pytest.approx(1.0, rel=0.05)  # posterior samples differ between the two draws
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("rebuild_rgb_photos", ROOT / "scripts" / "rebuild_rgb_photos.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_rebuild_script_on_a_fake_package_tree(tmp_path):
-    script = load_script()
+    script = load_script("scripts/rebuild_rgb_photos.py")
     tree = tmp_path / "tree"
     big = tree / "usr/share/backgrounds/mate/nature/Big.jpg"
     big.parent.mkdir(parents=True)

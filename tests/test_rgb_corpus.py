@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,8 @@ from PIL import Image
 
 from alphavae.training import debian_sources as deb
 from alphavae.training.openclipart import Entry, save_rgba, write_manifest
+
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
@@ -35,16 +35,8 @@ License: GPL-2+
 """
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-corpus = _script("rebuild_rgb_corpus")
-ood = _script("rebuild_ood_rgba")
+corpus = load_script("scripts/rebuild_rgb_corpus.py")
+ood = load_script("scripts/rebuild_ood_rgba.py")
 
 
 def _save(path: Path, arr: np.ndarray) -> None:

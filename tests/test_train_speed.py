@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from script_modules import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_train_speed():
-    spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+train_speed = load_script("benchmarks/train_speed.py")
 
 
 def frame(filename: str, line: int, name: str) -> dict:
@@ -32,9 +24,9 @@ def test_peak_sites_names_what_is_live_at_the_peak_not_at_the_end():
         {"action": "alloc", "addr": 4, "size": 450, "frames": [torch_frame]},  # 1000 live: no new peak
         {"action": "free_requested", "addr": 99, "size": 7, "frames": []},  # allocated before the trace began
     ]
-    peak, sites = load_train_speed().peak_sites(trace, 5)
+    peak, sites = train_speed.peak_sites(trace, 5)
     assert peak == 1050
     assert sites == [("vae.py:170 forward", 550), ("pretrained_networks.py:99 forward", 500)]
-    assert load_train_speed().peak_sites(trace, 1)[1] == [("vae.py:170 forward", 550)]
-    assert load_train_speed().peak_sites([{"action": "alloc", "addr": 5, "size": 8, "frames": [torch_frame]}], 3) == \
+    assert train_speed.peak_sites(trace, 1)[1] == [("vae.py:170 forward", 550)]
+    assert train_speed.peak_sites([{"action": "alloc", "addr": 5, "size": 8, "frames": [torch_frame]}], 3) == \
         (8, [("torch internals", 8)])
