@@ -7,7 +7,6 @@ Run from the repository root: ``python scripts/readme_figure.py``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +15,7 @@ matplotlib.use("Agg")
 import torch  # noqa: E402
 
 from alphavae.training.data import RGBAFolder  # noqa: E402
+from alphavae.training.splits import read_split  # noqa: E402
 from alphavae.paths import sample_dir, shipped_config  # noqa: E402
 from alphavae.generation.sampler import generate  # noqa: E402
 from alphavae.notebook.plotting import show_rgba  # noqa: E402
@@ -27,7 +27,7 @@ OUT = Path("docs/alphavae.png")
 
 
 def main() -> None:
-    heldout = {Path(p).stem for p in json.loads(shipped_config("split-rgba-train").read_text())["heldout"]}
+    heldout = {Path(p).stem for p in read_split(shipped_config("split-rgba-train"))["heldout"]}
     files = [p for p in RGBAFolder(sample_dir()).files if p.stem in heldout][:N]
     sample = RGBAFolder(sample_dir(), size=128, files=files)
     real = sample.load_all()

@@ -6,8 +6,9 @@ with the paired RGBA VAE — the posterior mean and std of every image and of it
 ``latents.safetensors`` — then every step draws a posterior sample ``z = mean + std·ε``, scales it
 (``(z − shift)·scale``) and trains the UNet on the DDPM loss (v-prediction, MSE), with random class-label
 dropout for classifier-free guidance. AdamW, warm-up + cosine learning rate, an EMA of the weights (what is
-saved), bf16 autocast on a GPU that has bf16 natively (``alphavae.vae.loading.autocast_dtype``; fp32 on a T4), a fixed seed, and the checkpoints, loop and lock every trainer shares
-(:mod:`alphavae.training.loop`; exact resume).
+saved), bf16 autocast on a GPU that has bf16 natively (``alphavae.vae.loading.autocast_dtype``; fp32 on a T4),
+a fixed seed, and the checkpoints, loop and lock every trainer shares (:mod:`alphavae.training.loop`; exact
+resume).
 
 Run ``alphavae generator train --help``; the exact command behind the shipped ``embedded-generator`` is in its
 ``MODEL_CARD.md``.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from alphavae.metric.alpha_shares import OPAQUE, TRANSPARENT
 from alphavae.training.ablation_stats import COVERAGE
 
 #: The metric columns: header, row section, metric, digits.
@@ -83,7 +84,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines += ["", (f"Held-out split: {result['n_images']} images at {result['image_size']} px (square, transparent "
                    "padding); composite metrics are the mean over the 9 backgrounds; SAD and grad in thousands (lower is "
                    "better)" + ("" if result.get("real_soft_alpha_pct") is None else
-                               f"; soft α %: pixels with 0.01 ≤ α ≤ 0.99, {result['real_soft_alpha_pct']:.1f} % in the "
+                               f"; soft α %: pixels with {TRANSPARENT} ≤ α ≤ {OPAQUE}, {result['real_soft_alpha_pct']:.1f} % in the "
                                "held-out images themselves") + "."),
               (f"Training: {result['steps']} steps, global batch {result['batch_size']}, from `{result['vae']}`; "
                f"machine: {result['machine']}.")]

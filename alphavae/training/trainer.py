@@ -3,8 +3,8 @@
 One code path for a CPU, one GPU and several GPUs, through accelerate: the same global batch is split over
 the processes, and the step (:mod:`alphavae.training.step`: the loss as modules that accelerate wraps in
 DistributedDataParallel, no host synchronisation per step, torch.compile on a GPU) trains N processes like
-one. bf16 autocast on a GPU that has bf16 natively (``alphavae.vae.loading.autocast_dtype``; fp32 on a T4), AdamW with the paper's betas, warm-up + cosine learning rate, optional
-gradient checkpointing and EMA, a PatchGAN discriminator with its own optimiser from ``disc_start``,
+one. bf16 autocast on a GPU that has bf16 natively (``alphavae.vae.loading.autocast_dtype``; fp32 on a T4),
+AdamW with the paper's betas, warm-up + cosine learning rate, optional gradient checkpointing and EMA, a PatchGAN discriminator with its own optimiser from ``disc_start``,
 atomic checkpoints with exact resume (``alphavae.training.checkpoint``, ``alphavae.training.data``), tqdm progress,
 TensorBoard logs of every loss term and of reconstructions on checkerboards, and a stop on NaN/inf that
 names the step and the term (found on the device each step, read back every ``log_every`` steps and
@@ -88,7 +88,8 @@ def auto_mixed_precision(cpu: bool) -> str:
 
 
 def make_accelerator(config: TrainConfig, output: Path | None = None) -> Accelerator:
-    """An Accelerator for the config: bf16 autocast on a GPU that has it natively ('auto'), TensorBoard logs under ``output``."""
+    """An Accelerator for the config: bf16 autocast on a GPU that has it natively ('auto'), TensorBoard logs
+    under ``output``."""
     cpu = config.device == "cpu" or not torch.cuda.is_available()
     if not cpu:  # fixed image size: let cuDNN pick the fastest convolution algorithms; TF32 for fp32 matmuls
         torch.backends.cudnn.benchmark = True

@@ -9,8 +9,8 @@ fetch``; a positive weight without them is an error) + a small KL to N(0, I), ea
 divided by the batch size, and optionally, from step ``disc_start``, a PatchGAN hinge term weighted by
 ``adversarial_weight`` times the adaptive weight λ (off by default: weight 0; SD switches it on late in a long
 run, and it trades PSNR for sharpness). AdamW with warm-up and cosine decay (the discriminator: AdamW with
-betas (0.5, 0.9) at a constant ``lr``), bf16 autocast on a GPU that has bf16 natively (``alphavae.vae.loading.autocast_dtype``; fp32 on a T4), and the checkpoints, loop and lock every
-trainer shares.
+betas (0.5, 0.9) at a constant ``lr``), bf16 autocast on a GPU that has bf16 natively
+(``alphavae.vae.loading.autocast_dtype``; fp32 on a T4), and the checkpoints, loop and lock every trainer shares.
 
 The data (:mod:`alphavae.vae.pretrain_data`) live on the training device: random crops at several scales of
 the training images, cut there by a gather. Every random number of step ``s`` comes from
