@@ -179,10 +179,16 @@ def run_row(row: str, steps: int, warmup: int, lpips_net: str, optimised: str, p
 MEMORY_TRACE_ENTRIES = 1_000_000
 
 
+def is_own_frame(filename: str) -> bool:
+    """Whether a traced frame is Python code outside torch: not a C++ frame (``??`` or a C++ file, which a CUDA
+    trace lists first), not torch itself, not Inductor's generated code (its cache folder)."""
+    return filename.endswith(".py") and "/torch/" not in filename and "torchinductor" not in filename
+
+
 def peak_sites(trace: list[dict], n: int) -> tuple[int, list[tuple[str, int]]]:
     """Replay an allocator trace (``torch.cuda.memory._snapshot()["device_traces"][i]``): the bytes live at its
-    peak, and the ``n`` call sites holding most of them. A site is an allocation's innermost Python frame outside
-    torch itself (a compiled region's frames are Inductor's generated code), or "torch internals"."""
+    peak, and the ``n`` call sites holding most of them. A site is an allocation's innermost frame that
+    :func:`is_own_frame` keeps (for a compiled region, the module call that entered it), or "torch internals"."""
     def replay(stop: int | None) -> tuple[int, int, dict[int, dict]]:
         live: dict[int, dict] = {}
         current = peak = peak_index = 0
@@ -200,7 +206,7 @@ def peak_sites(trace: list[dict], n: int) -> tuple[int, list[tuple[str, int]]]:
     _, _, live = replay(peak_index + 1)
     sites: dict[str, int] = {}
     for event in live.values():
-        frame = next((f for f in event.get("frames", []) if "/torch/" not in f["filename"]), None)
+        frame = next((f for f in event.get("frames", []) if is_own_frame(f["filename"])), None)
         site = f"{Path(frame['filename']).name}:{frame['line']} {frame['name']}" if frame else "torch internals"
         sites[site] = sites.get(site, 0) + event["size"]
     return peak, sorted(sites.items(), key=lambda item: -item[1])[:n]

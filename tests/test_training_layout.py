@@ -45,6 +45,19 @@ def test_the_layout_keeping_group_norm_computes_group_norm(affine):
         assert ours(x.bfloat16()).dtype == torch.float32
 
 
+def test_the_layout_keeping_group_norm_is_stable_far_from_zero():
+    """Per-channel statistics combined by the law of total variance, not E[x²] − E[x]²: activations with a mean
+    two thousand times their spread normalise as fp64 does (the cancelling formula loses them in fp32; so does
+    PyTorch 2.14's own CPU kernel on channels_last input, off by hundreds here)."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 16, 9, 7) * 0.5 + 1000).contiguous(memory_format=CL)
+    exact = nn.functional.group_norm(x.double(), 4).float()
+    assert torch.allclose(LayoutKeepingGroupNorm(4, 16, affine=False)(x), exact, atol=1e-3)
+    groups = x.unflatten(1, (4, 4))
+    cancelling = groups.square().mean((2, 3, 4), keepdim=True) - groups.mean((2, 3, 4), keepdim=True).square()
+    assert not torch.allclose(cancelling, groups.var((2, 3, 4), correction=0, keepdim=True), rtol=1e-2)  # it would fail
+
+
 def test_keep_channels_last_changes_no_weight_and_no_output():
     vae = small_vae()
     x = torch.rand(2, 4, 32, 32) * 2 - 1
@@ -110,3 +123,23 @@ def test_compiled_vaes_keep_channels_last_and_the_others_do_not():
         for vae in (model, objective.reference_vae):
             kinds = {type(m) for m in vae.modules() if isinstance(m, nn.GroupNorm)}
             assert kinds == ({LayoutKeepingGroupNorm} if compiled else {nn.GroupNorm})
+
+
+def test_the_trainers_reference_copy_only_encodes():
+    """``optimise_networks`` keeps its own copy of the reference VAE without the decoder (unused by the reference
+    KL: 49.5 M parameters at SD size) and it encodes as the shared original does; the original keeps its decoder."""
+    from types import SimpleNamespace
+
+    from alphavae.training.step import optimise_networks
+
+    objective = SimpleNamespace(reference_vae=small_vae(), lpips_model=None, discriminator=None)
+    shared = objective.reference_vae
+    optimise_networks(small_vae(), objective, compile_networks=False, frozen_dtype=torch.float64)
+    copy = objective.reference_vae
+    assert copy.decoder is None and copy.post_quant_conv is None and shared.decoder is not None
+    assert sum(p.numel() for p in copy.parameters()) == sum(p.numel() for n, p in shared.named_parameters()
+                                                             if not n.startswith(("decoder.", "post_quant_conv.")))
+    x = torch.rand(2, 4, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(copy.encode(x.double()).latent_dist.mean, shared.encode(x).latent_dist.mean.double(),
+                              atol=1e-5)

@@ -23,6 +23,11 @@ from collections.abc import Callable
 
 import torch
 
+#: Only the recording thread may not make unsafe CUDA calls during a capture ("global", PyTorch's default, also
+#: forbids them to other threads: the DataLoader's pin-memory thread allocating page-locked memory invalidated
+#: the trainer's first capture on an H100, which surfaced as a cuDNN internal error; benchmarks/NOTES.md "Stop 22").
+CAPTURE_ERROR_MODE = "thread_local"
+
 #: Eager steps of a phase before it is recorded (PyTorch's CUDA-graph notes warm up with 3).
 WARMUP = 3
 
@@ -63,7 +68,7 @@ class StepGraphs:
             self.eager_steps[adversarial] += 1
             return self._on_side_stream(lambda: self.update(*args))
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
             logs = self.update(*args)
         self.graph = (adversarial, graph, logs)
         graph.replay()

@@ -23,7 +23,7 @@ the two agree) and differs only in how:
 * **Kernels** (:func:`optimise_networks`, on a GPU): frozen networks (reference VAE, LPIPS) in bf16 (under bf16 autocast),
   channels_last, and ``torch.compile`` of the encoder, the decoder but its last layer (:func:`decoder_parts`),
   LPIPS and the discriminator, with the VAEs' activations kept channels_last through their group norms
-  (:mod:`alphavae.training.layout`: 2.9 % more images/s at SD size on an H100, benchmarks/NOTES.md "Stop 21");
+  (:mod:`alphavae.training.layout`: 53.0 → 68.1 images/s at SD size on an H100, benchmarks/NOTES.md "Stop 22");
   the whole step can then be recorded as CUDA graphs (:mod:`alphavae.training.graphs`).
 """
 
@@ -170,7 +170,7 @@ def optimise_networks(model: AutoencoderKL, objective: AlphaVAEObjective, compil
     returned model keeps; state-dict keys do not change). Returns notes for ``run.json``."""
     notes = []
     if frozen_dtype is not None or compile_networks:  # own copies: the loaders cache and share these networks
-        objective.reference_vae = copy.deepcopy(objective.reference_vae)
+        objective.reference_vae = encoder_copy(objective.reference_vae)
         objective.lpips_model = copy.deepcopy(objective.lpips_model)
     frozen = [net for net in (objective.reference_vae, objective.lpips_model) if net is not None]
     if frozen_dtype is not None:
@@ -193,6 +193,14 @@ def optimise_networks(model: AutoencoderKL, objective: AlphaVAEObjective, compil
         notes.append("torch.compile of the encoder, the decoder up to its last layer, the discriminator, LPIPS and the "
                      "reference encoder; channels_last, kept through the VAEs' group norms")
     return notes
+
+
+def encoder_copy(vae: AutoencoderKL | None) -> AutoencoderKL | None:
+    """A copy of the frozen reference VAE without its decoder: the reference KL only encodes (method.md §3.4),
+    and at SD size the decoder is 49.5 M of the 83.7 M parameters that would sit on the GPU unused."""
+    if vae is None:
+        return None
+    return copy.deepcopy(vae, memo={id(vae.decoder): None, id(vae.post_quant_conv): None})
 
 
 def decoder_parts(model: AutoencoderKL) -> list[nn.Module]:
