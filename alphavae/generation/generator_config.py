@@ -52,6 +52,9 @@ class GeneratorConfig:
     guidance_scale: float = 2.0
     num_inference_steps: int = 25
     device: str = "auto"
+    # torch.compile of the UNet (the eager step is launch-bound on a GPU: 3.9 M parameters, ~17 steps/s on an H200).
+    # Off by default until a GPU has run it (benchmarks/NOTES.md "Stop 22").
+    compile: bool = False
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):

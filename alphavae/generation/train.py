@@ -175,10 +175,12 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
 
     unet = build_unet(latent_channels, latent_size, len(class_names) or None,
                       UNetShape(tuple(config.block_out_channels), config.layers_per_block)).to(device)
+    if config.compile:  # the module compiles in place: its state-dict keys, and so the saved folder, do not change
+        unet.compile(dynamic=False)
     scheduler = training_scheduler(config.num_train_timesteps, config.prediction_type)
     optimizer = adamw(unet.parameters(), config.lr, weight_decay=config.weight_decay)
     schedule = lr_schedule(optimizer, "cosine", config.warmup, config.steps)
-    ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True)
+    ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True, foreach=True)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     ckpt_root = output / "checkpoints"
     found = latest_checkpoint(ckpt_root) if resume else None

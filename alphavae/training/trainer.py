@@ -155,7 +155,7 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
         disc_steps = max(config.steps - weights.disc_start, 1)
         setup.disc_scheduler = lr_schedule(setup.disc_optimizer, config.lr_schedule, min(config.warmup_steps, disc_steps), disc_steps)
     if config.ema_decay is not None:
-        setup.ema = EMAModel(model.parameters(), decay=config.ema_decay)
+        setup.ema = EMAModel(model.parameters(), decay=config.ema_decay, foreach=True)  # a few kernels, not 3 per tensor
         setup.ema.to(device)
     if graphs:
         setup.graphs = StepGraphs(lambda *args: update(setup, *args))
