@@ -181,8 +181,11 @@ MEMORY_TRACE_ENTRIES = 1_000_000
 
 def is_own_frame(filename: str) -> bool:
     """Whether a traced frame is Python code outside torch: not a C++ frame (``??`` or a C++ file, which a CUDA
-    trace lists first), not torch itself, not Inductor's generated code (its cache folder)."""
-    return filename.endswith(".py") and "/torch/" not in filename and "torchinductor" not in filename
+    trace lists first), not torch or Triton, not Inductor's generated code (its cache folder: the default
+    ``torchinductor_<user>`` or ``$TORCHINDUCTOR_CACHE_DIR``)."""
+    generated = ("torchinductor", os.environ.get("TORCHINDUCTOR_CACHE_DIR") or "torchinductor")
+    return (filename.endswith(".py") and "/torch/" not in filename and "/triton/" not in filename
+            and not any(folder in filename for folder in generated))
 
 
 def peak_sites(trace: list[dict], n: int) -> tuple[int, list[tuple[str, int]]]:

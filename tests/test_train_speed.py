@@ -15,7 +15,8 @@ def test_peak_sites_names_what_is_live_at_the_peak_not_at_the_end():
     torch_frame = frame("/venv/lib/python3.12/site-packages/torch/nn/functional.py", 10, "conv2d")
     cpp = frame("??", 0, "torch::unwind::unwind()")  # a CUDA trace lists C++ frames first
     generated = frame("/tmp/torchinductor_root/q2/cq2krafk.py", 1334, "call")  # a compiled region's own code
-    encoder = [cpp, generated, torch_frame, frame("/site/diffusers/models/autoencoders/vae.py", 170, "forward")]
+    triton = frame("/venv/lib/python3.12/site-packages/triton/runtime/jit.py", 700, "run")
+    encoder = [cpp, generated, triton, torch_frame, frame("/site/diffusers/models/autoencoders/vae.py", 170, "forward")]
     lpips = [frame("/site/lpips/pretrained_networks.py", 99, "forward")]
     trace = [
         {"action": "alloc", "addr": 1, "size": 300, "frames": encoder},

@@ -8,10 +8,10 @@ an activation-sized copy per convolution (benchmarks/NOTES.md, "Stop 19").
 :class:`LayoutKeepingGroupNorm` computes the same normalisation from per-channel reductions, whose outputs keep
 their input's strides, so under torch.compile it becomes fused kernels that write channels_last directly. Eager,
 it is slower than the native kernel: :func:`alphavae.training.step.optimise_networks` applies it to compiled VAEs
-only. Measured on one H100 (SD size, batch 16, compiled and CUDA-graphed; benchmarks/NOTES.md): 308.7 ms per step
-with PyTorch's group norm, 300.1 ms with one that reduced each group directly ("Stop 21"), **235.1 ms** with
-per-channel reductions (68.1 images/s, 35.5 % MFU; "Stop 22"): a group of a channels_last tensor is a few channels
-strided by C, which a reduction reads badly.
+only. Measured on one H100 (SD size, batch 16, compiled and CUDA-graphed; benchmarks/NOTES.md): in stop 21, 308.7 ms
+per step with PyTorch's group norm against 300.1 ms with a layout-keeping one that reduced each group directly; in
+stop 22, in one call, that version 301.9 ms against **235.1 ms** with per-channel reductions (68.1 images/s, 35.5 %
+MFU): a group of a channels_last tensor is a few channels strided by C, which a reduction reads badly.
 """
 
 from __future__ import annotations
@@ -33,18 +33,21 @@ class LayoutKeepingGroupNorm(nn.GroupNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, g = x.shape[1], self.num_groups
         xf = x.float()
-        var_c, mean_c = torch.var_mean(xf, dim=tuple(range(2, x.ndim)), correction=0, keepdim=True)
+        spatial = tuple(range(2, x.ndim))
+        var_c, mean_c = torch.var_mean(xf if spatial else xf.unsqueeze(-1), dim=spatial or (2,), correction=0,
+                                       keepdim=True)
         per_group = (g, c // g)
         mean_c, var_c = mean_c.unflatten(1, per_group), var_c.unflatten(1, per_group)
         mean_g = mean_c.mean(2, keepdim=True)
         var_g = (var_c + (mean_c - mean_g).square()).mean(2, keepdim=True)
-        scale = torch.rsqrt(var_g + self.eps).expand_as(mean_c).flatten(1, 2)  # per image and channel
-        shift = (-mean_g.expand_as(mean_c)).flatten(1, 2) * scale
+        shape = (x.shape[0], c) + (1,) * len(spatial)  # per image and channel
+        mean = mean_g.expand_as(mean_c).reshape(shape)
+        scale = torch.rsqrt(var_g + self.eps).expand_as(mean_c).reshape(shape)
         if self.affine:
-            shape = (1, c) + (1,) * (x.ndim - 2)
-            weight, bias = self.weight.float().view(shape), self.bias.float().view(shape)
-            scale, shift = scale * weight, shift * weight + bias
-        y = xf * scale + shift
+            scale = scale * self.weight.float().view(1, c, *(1,) * len(spatial))
+        y = (xf - mean) * scale  # centred first: x·scale − μ·scale would cancel far from zero
+        if self.affine:
+            y = y + self.bias.float().view(1, c, *(1,) * len(spatial))
         return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
 
 

@@ -23,7 +23,8 @@ the two agree) and differs only in how:
 * **Kernels** (:func:`optimise_networks`, on a GPU): frozen networks (reference VAE, LPIPS) in bf16 (under bf16 autocast),
   channels_last, and ``torch.compile`` of the encoder, the decoder but its last layer (:func:`decoder_parts`),
   LPIPS and the discriminator, with the VAEs' activations kept channels_last through their group norms
-  (:mod:`alphavae.training.layout`: 53.0 → 68.1 images/s at SD size on an H100, benchmarks/NOTES.md "Stop 22");
+  (:mod:`alphavae.training.layout`; at SD size on an H100, 51.8 images/s without it in stop 21, and in one call of
+  stop 22 53.0 with its first version, 68.1 with per-channel statistics: benchmarks/NOTES.md);
   the whole step can then be recorded as CUDA graphs (:mod:`alphavae.training.graphs`).
 """
 
