@@ -11,7 +11,8 @@ the two agree) and differs only in how:
   The reference formulation backpropagates LPIPS and the discriminator twice.
 * **Batched encodes and LPIPS.** The image and its two opaque composites go through the trainable encoder in
   one call (3·B), the reference encodes in one call, both LPIPS composites in one call (GroupNorm and LPIPS are
-  per image, so batching changes nothing but the launch count).
+  per image, so batching changes nothing but the launch count). The reference encodes come first, while nothing
+  is held for backward, so their buffers do not add to the step's peak memory.
 * **No host synchronisation per step.** Logs stay on the device; :class:`DivergenceWatch` records the first
   non-finite step on the device; the trainer reads both back every ``log_every`` steps and before a checkpoint.
 * **Random numbers per sample, not per process.** The blend augmentation and the posterior noise are drawn
@@ -90,6 +91,9 @@ class GeneratorLoss(nn.Module):
         if with_reference:
             rgb = kl_terms.reference_composites(x, obj.reference_backgrounds)
             encoder_input.append(opaque(rgb))
+            with torch.no_grad():  # first, while nothing is held for backward: its buffers stay off the step's peak
+                ref_dtype = next(obj.reference_vae.parameters()).dtype
+                reference = obj.reference_vae.encode(rgb.to(ref_dtype)).latent_dist
         moments = self.vae.encode(torch.cat(encoder_input)).latent_dist.parameters
         posterior = DiagonalGaussianDistribution(moments[:n])
         z = posterior.mean + posterior.std * noise.to(posterior.mean) if noise is not None else posterior.mean
@@ -103,9 +107,6 @@ class GeneratorLoss(nn.Module):
         if obj.active("prior_kl"):
             raw["prior_kl"] = kl_terms.prior_kl(posterior)
         if with_reference:
-            with torch.no_grad():
-                ref_dtype = next(obj.reference_vae.parameters()).dtype
-                reference = obj.reference_vae.encode(rgb.to(ref_dtype)).latent_dist
             q = DiagonalGaussianDistribution(moments[n:])
             raw["reference_kl"] = kl_terms.kl_to_reference(q, reference, len(obj.reference_backgrounds))
         weighted = {term: getattr(w, term) * value for term, value in raw.items()}
