@@ -23,6 +23,9 @@ and the first step's total loss (the rows start from the same weights and batch,
     python benchmarks/train_speed.py --json benchmarks/results/train_speed.json
     python benchmarks/train_speed.py --rows optimised:sd:16 --optimised compile --profile 2
     python benchmarks/train_speed.py --rows optimised:sd:16 --memory 25    # what holds the peak memory
+    # the nine rows take more than one 10-minute device call: split them, on one warm machine
+    python benchmarks/train_speed.py --rows official:sd:16,eager:sd:16,optimised:sd:16 --json runs/speed.json
+    python benchmarks/train_speed.py --rows official:embedded:8,eager:embedded:8,optimised:embedded:8 --json runs/speed.json --append
 """
 
 from __future__ import annotations
@@ -267,12 +270,13 @@ def finish(rows: list[dict]) -> list[dict]:
 
 
 def save(rows: list[dict], path: Path | None) -> None:
-    """:func:`finish` the rows, stamp machine and command, and write them to ``path`` (after every row: a call
-    cut short by its time limit keeps the rows it measured)."""
+    """:func:`finish` the rows, stamp the new ones (those without a command) with machine and command, and write
+    them to ``path`` (after every row: a call cut short by its time limit keeps the rows it measured)."""
     machine = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
     for r in finish(rows):
-        r.update(machine=machine, command=command, torch=torch.__version__)
+        if "command" not in r:
+            r.update(machine=machine, command=command, torch=torch.__version__)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rows, indent=1) + "\n")
@@ -291,6 +295,9 @@ def main() -> None:
     parser.add_argument("--memory", type=int, default=0, metavar="N",
                         help="trace the allocator over each row and print the N call sites holding most at its peak")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows already in --json and add these (one table over several calls on one "
+                             "machine: each call must stay under the device's 10 minutes)")
     parser.add_argument("--count-flops", action="store_true",
                         help="only count each row's FLOPs per image (one step at batch 1; runs on a CPU too)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row in this process, print its JSON
@@ -307,6 +314,9 @@ def main() -> None:
             name, model, _ = row.split(":")
             print(f"{name}:{model}: {count_flops(f'{name}:{model}:1', args.lpips_net) / 1e12:.4f} TFLOP per image", flush=True)
         return
+    if args.append and args.json is None:
+        parser.error("--append needs --json")
+    earlier = json.loads(args.json.read_text()) if args.append and args.json.exists() else []
     rows = []
     for row in args.rows.split(","):
         cmd = [sys.executable, __file__, "--one", row, "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -324,8 +334,8 @@ def main() -> None:
         r = rows[-1]
         print(f"{row:24s} {r['images_per_s']:8.1f} img/s  {r['step_ms']:7.1f} ms  peak {r['peak_memory_gib'] or 0:5.1f} GiB  "
               f"warm-up {r['warmup_s']:5.1f} s  first total {r['first_step_total']:.6g}", flush=True)
-        save(rows, args.json)
-    for r in rows:
+        save(earlier + rows, args.json)
+    for r in earlier + rows:
         print(f"{r['name']}:{r['model']}:{r['batch']}: MFU {100 * (r['mfu'] or 0):.1f} % "
               f"({100 * (r['mfu_vs_measured_matmul'] or 0):.1f} % of the measured matmul), "
               f"{(r['flops_per_step'] or 0) / 1e12:.3f} TFLOP/step")
