@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from alphavae.imageio import atomic_write
 from alphavae.losses import blend_augment
 from alphavae.losses.augmentation import blend_choices
 from alphavae.paths import configs_dir, sample_dir
@@ -184,11 +185,12 @@ MEMORY_TRACE_ENTRIES = 1_000_000
 
 def is_own_frame(filename: str) -> bool:
     """Whether a traced frame is Python code outside torch: not a C++ frame (``??`` or a C++ file, which a CUDA
-    trace lists first), not torch or Triton, not Inductor's generated code (its cache folder: the default
+    trace lists first), not torch or Triton, not Inductor's generated code (under its cache folder: the default
     ``torchinductor_<user>`` or ``$TORCHINDUCTOR_CACHE_DIR``)."""
-    generated = ("torchinductor", os.environ.get("TORCHINDUCTOR_CACHE_DIR") or "torchinductor")
-    return (filename.endswith(".py") and "/torch/" not in filename and "/triton/" not in filename
-            and not any(folder in filename for folder in generated))
+    moved_cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    generated = "/torchinductor_" in filename or (
+        moved_cache is not None and os.path.realpath(filename).startswith(os.path.realpath(moved_cache) + os.sep))
+    return filename.endswith(".py") and "/torch/" not in filename and "/triton/" not in filename and not generated
 
 
 def peak_sites(trace: list[dict], n: int) -> tuple[int, list[tuple[str, int]]]:
@@ -256,10 +258,13 @@ def count_flops(row: str, lpips_net: str) -> int:
 
 def finish(rows: list[dict]) -> list[dict]:
     """Fill in optimised rows' FLOPs from their eager rows, then achieved TFLOP/s and both MFUs."""
-    eager = {(r["model"], r["batch"]): r["flops_per_step"] for r in rows if r["name"] == "eager"}
+    def size(r: dict) -> tuple:  # what a step's arithmetic depends on
+        return r["model"], r["batch"], r.get("image_size"), r.get("lpips_net")
+
+    eager = {size(r): r["flops_per_step"] for r in rows if r["name"] == "eager"}
     for r in rows:
         if r["flops_per_step"] is None:
-            r["flops_per_step"] = eager.get((r["model"], r["batch"]))
+            r["flops_per_step"] = eager.get(size(r))
             r["flops_note"] = "counted on the eager row (compiled kernels are invisible to FlopCounterMode)"
         if r["flops_per_step"]:
             tflops = r["flops_per_step"] / (r["step_ms"] / 1000) / 1e12
@@ -269,17 +274,24 @@ def finish(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def host() -> str:
+    """This machine, as one boot of one host: two device calls with the same value ran on the same warm machine
+    (a card's name alone does not say so: every H100 has the same one)."""
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    return f"{platform.node()} boot {boot.read_text().strip() if boot.exists() else 'unknown'}"
+
+
 def save(rows: list[dict], path: Path | None) -> None:
-    """:func:`finish` the rows, stamp the new ones (those without a command) with machine and command, and write
-    them to ``path`` (after every row: a call cut short by its time limit keeps the rows it measured)."""
+    """:func:`finish` the rows, stamp the new ones (those without a command) with machine, host and command, and
+    write them to ``path`` atomically (after every row: a call cut short by its time limit keeps the rows it
+    measured, and an appended table its earlier rows)."""
     machine = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
     for r in finish(rows):
         if "command" not in r:
-            r.update(machine=machine, command=command, torch=torch.__version__)
+            r.update(machine=machine, host=host(), command=command, torch=torch.__version__)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(rows, indent=1) + "\n")
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1) + "\n"))
 
 
 def main() -> None:
@@ -317,6 +329,10 @@ def main() -> None:
     if args.append and args.json is None:
         parser.error("--append needs --json")
     earlier = json.loads(args.json.read_text()) if args.append and args.json.exists() else []
+    others = {r.get("host") for r in earlier} - {host()}
+    if others:
+        parser.error(f"--append: {args.json} has rows from another machine or boot ({', '.join(map(str, others))}); "
+                     "a side-by-side table is measured on one machine: start a new --json")
     rows = []
     for row in args.rows.split(","):
         cmd = [sys.executable, __file__, "--one", row, "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -336,7 +352,7 @@ def main() -> None:
               f"warm-up {r['warmup_s']:5.1f} s  first total {r['first_step_total']:.6g}", flush=True)
         save(earlier + rows, args.json)
     for r in earlier + rows:
-        print(f"{r['name']}:{r['model']}:{r['batch']}: MFU {100 * (r['mfu'] or 0):.1f} % "
+        print(f"{r['name']}:{r['model']}:{r['batch']} ({r['machine']}): MFU {100 * (r['mfu'] or 0):.1f} % "
               f"({100 * (r['mfu_vs_measured_matmul'] or 0):.1f} % of the measured matmul), "
               f"{(r['flops_per_step'] or 0) / 1e12:.3f} TFLOP/step")
     if len(rows) < len(args.rows.split(",")):

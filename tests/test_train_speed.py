@@ -42,17 +42,41 @@ def test_peak_sites_names_what_is_live_at_the_peak_not_at_the_end():
 
 def test_appended_rows_keep_their_own_command_and_share_the_eager_flop_count(tmp_path, monkeypatch):
     """``--append``: rows measured by an earlier call keep the command and machine that measured them, and an
-    optimised row takes its FLOPs from the eager row of its size, whichever call measured that."""
-    def row(name, step_ms, flops=None):
-        return {"name": name, "model": "sd", "batch": 16, "step_ms": step_ms, "flops_per_step": flops}
+    optimised row takes its FLOPs from the eager row of its size and LPIPS network, whichever call measured it."""
+    def row(name, step_ms, flops=None, lpips_net="vgg"):
+        return {"name": name, "model": "sd", "batch": 16, "image_size": 256, "lpips_net": lpips_net,
+                "step_ms": step_ms, "flops_per_step": flops}
 
-    earlier = row("eager", 500.0, 82.6e12)
-    earlier.update(machine="first machine", command="python benchmarks/train_speed.py --rows eager:sd:16", torch="x")
+    earlier = [row("eager", 500.0, 82.6e12), row("eager", 400.0, 80.0e12, lpips_net="alex")]
+    for r in earlier:
+        r.update(machine="first machine", host="h boot 1", command="python benchmarks/train_speed.py --rows eager:sd:16")
     path = tmp_path / "speed.json"
     monkeypatch.setattr(sys, "argv", ["train_speed.py", "--rows", "optimised:sd:16", "--append"])
-    train_speed.save([earlier, row("optimised", 250.0)], path)
-    first, second = json.loads(path.read_text())
-    assert first["command"].endswith("--rows eager:sd:16") and first["machine"] == "first machine"
-    assert second["command"].endswith("--rows optimised:sd:16 --append")
-    assert second["flops_per_step"] == 82.6e12
-    assert second["mfu"] == pytest.approx(82.6e12 / 0.25 / 1e12 / train_speed.DATASHEET_TFLOPS)
+    train_speed.save([*earlier, row("optimised", 250.0), row("optimised", 200.0, lpips_net="alex")], path)
+    vgg, alex, new_vgg, new_alex = json.loads(path.read_text())
+    assert vgg["command"].endswith("--rows eager:sd:16") and vgg["machine"] == "first machine"
+    assert new_vgg["command"].endswith("--rows optimised:sd:16 --append") and new_vgg["host"] == train_speed.host()
+    assert (new_vgg["flops_per_step"], new_alex["flops_per_step"]) == (82.6e12, 80.0e12)
+    assert new_vgg["mfu"] == pytest.approx(82.6e12 / 0.25 / 1e12 / train_speed.DATASHEET_TFLOPS)
+
+
+@pytest.mark.parametrize("with_json", [True, False])
+def test_append_refuses_another_machines_table_and_needs_a_file(tmp_path, monkeypatch, capsys, with_json):
+    """A table is measured on one machine: ``--append`` to rows of another host or boot stops before any row runs
+    (exit 2, naming the file); ``--append`` without ``--json`` is an error too."""
+    path = tmp_path / "speed.json"
+    path.write_text(json.dumps([{"name": "eager", "model": "sd", "batch": 16, "host": "elsewhere boot 7"}]))
+    argv = ["train_speed.py", "--rows", "eager:sd:16", "--append"] + (["--json", str(path)] if with_json else [])
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stopped:
+        train_speed.main()
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err
+    assert (str(path) in message and "another machine" in message) if with_json else "needs --json" in message
+
+
+def test_a_moved_inductor_cache_hides_only_what_lies_under_it(monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/ind")
+    assert not train_speed.is_own_frame("/tmp/ind/ab/cabc.py")
+    assert train_speed.is_own_frame("/tmp/indigo/step.py") and train_speed.is_own_frame("/tmp/project/vae.py")
+    assert not train_speed.is_own_frame("/tmp/torchinductor_root/q2/cq2.py")  # the default folder, still generated

@@ -188,7 +188,8 @@ def test_a_resumed_optimiser_keeps_its_channels_last_parameters_layout(tmp_path)
             assert torch.equal(moment, optimizer.state[param][key])
 
 
-def test_a_resumed_ema_follows_its_parameters(tmp_path):
+@pytest.mark.parametrize("foreach", [True, False])  # the trainers' EMA, and diffusers' default
+def test_a_resumed_ema_follows_its_parameters(tmp_path, foreach):
     """diffusers' EMAModel keeps a checkpoint's tensors as loaded (CPU, contiguous): on a GPU its first step would
     mix devices. After :func:`settle_ema` each shadow has its parameter's device and strides, and its saved values."""
     from diffusers.training_utils import EMAModel
@@ -196,13 +197,13 @@ def test_a_resumed_ema_follows_its_parameters(tmp_path):
     from alphavae.training.optim import settle_ema
 
     conv = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
-    ema = EMAModel(conv.parameters(), decay=0.9)
+    ema = EMAModel(conv.parameters(), decay=0.9, foreach=foreach)
     with torch.no_grad():
         conv.weight.add_(1.0)
     ema.step(conv.parameters())
     save_checkpoint(tmp_path, 1, lambda: {"ema": ema.state_dict()}, {"rng": []}, 1, 0, lambda: None)
     shared, _ = load_checkpoint(tmp_path / "step-00000001", 0)
-    resumed = EMAModel(conv.parameters(), decay=0.9)
+    resumed = EMAModel(conv.parameters(), decay=0.9, foreach=foreach)
     resumed.load_state_dict(shared["ema"])
     settle_ema(resumed, conv.parameters())
     for shadow, saved, param in zip(resumed.shadow_params, ema.shadow_params, conv.parameters(), strict=True):

@@ -52,8 +52,8 @@ class GeneratorConfig:
     guidance_scale: float = 2.0
     num_inference_steps: int = 25
     device: str = "auto"
-    # torch.compile of the UNet (the eager step is launch-bound on a GPU: 3.9 M parameters, ~17 steps/s on an H200).
-    # Off by default until a GPU has run it (benchmarks/NOTES.md "Stop 22").
+    # torch.compile of the UNet: the eager step of the 3.9 M-parameter default ran 16.7 steps/s at batch 128 on an H200
+    # (benchmarks/NOTES.md "Stop 17"), likely launch-bound. Off by default until a GPU has run it.
     compile: bool = False
     notes: list[str] = field(default_factory=list)
 
