@@ -288,6 +288,17 @@ MUTATIONS: tuple[Mutation, ...] = (
              "ema.shadow_params = [torch.empty_like(p).copy_(s) for s, p in zip(ema.shadow_params, parameters, strict=True)]",
              "ema.shadow_params = list(ema.shadow_params)",
              ("tests/test_training_graphs.py::test_a_resumed_ema_follows_its_parameters",)),
+    Mutation("layout_group_norm_without_between_channel_variance", "alphavae/training/layout.py",
+             "var_g = (var_c + (mean_c - mean_g).square()).mean(2, keepdim=True)", "var_g = var_c.mean(2, keepdim=True)",
+             ("tests/test_training_layout.py::test_the_layout_keeping_group_norm_computes_group_norm",),
+             "the law of total variance without its second term: each group's spread of channel means is lost"),
+    Mutation("graphs_recorded_in_global_capture_mode", "alphavae/training/graphs.py",
+             "with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):", "with torch.cuda.graph(graph):",
+             ("tests/test_training_graphs.py::test_a_recording_lets_other_threads_call_cuda",),
+             "the DataLoader's pin-memory thread invalidates the trainer's first capture on a GPU"),
+    Mutation("reference_copy_keeps_its_decoder", "alphavae/training/step.py",
+             "memo={id(vae.decoder): None, id(vae.post_quant_conv): None}", "memo={}",
+             ("tests/test_training_layout.py::test_the_trainers_reference_copy_only_encodes",)),
 )
 
 
