@@ -36,3 +36,18 @@ def test_sources_put_each_soft_reconstructed_pixel_in_its_place():
     assert table["opaque/edge"]["of_recon_soft"] == pytest.approx(0.5)
     assert table["opaque/edge"]["left_soft"] == pytest.approx(1 / 12)  # the square's 12 border pixels
     assert sum(row["share"] for key, row in table.items() if key != "all") == pytest.approx(1.0)
+
+
+def test_opaque_interiors_are_ranked_by_abmse_weight_on_their_alpha():
+    """Grey (near ImageNet's mean) weighs an alpha error less than white does; the undershoot of each group is
+    its own."""
+    target = torch.zeros(1, 4, 12, 12)
+    target[0, 3] = 1.0
+    target[0, :3, :, :6] = 0.45  # grey: (c − E[b])² small
+    target[0, :3, :, 6:] = 1.0  # white: large
+    recon = target.clone()
+    recon[0, 3, :, :6] = 0.9  # the grey half left soft
+    rows = sources.opaque_by_abmse_weight(target, recon, radius=0, bins=2)
+    assert rows[0]["weight_to"] < rows[1]["weight_from"]
+    assert rows[0]["left_soft"] == pytest.approx(1.0) and rows[1]["left_soft"] == pytest.approx(0.0)
+    assert rows[0]["undershoot"] == pytest.approx(0.1, abs=1e-6)
