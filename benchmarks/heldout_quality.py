@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from alphavae.blending import composite
+from alphavae.imageio import list_images
 from alphavae.metric.alpha import alpha_metric, lpips_distance, psnr
 from alphavae.metric.alpha_shares import alpha_statistics
 from alphavae.metric.backbones import load_lpips
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ood is None and args.no_heldout:
         parser.error("--no-heldout needs --ood DIR")
     if args.ood is not None:
-        sets[f"out-of-domain ({args.ood.name})"] = sorted(p for p in args.ood.rglob("*") if p.suffix in (".png", ".webp"))
+        sets[f"out-of-domain ({args.ood.name})"] = list_images(args.ood)
     device = torch_device(args.device)
     rgb_vae, lpips = load_vae(args.rgb, device=device), load_lpips("alex", device)
     rgba_vae = None if args.no_rgba else load_vae(args.rgba, device=device)

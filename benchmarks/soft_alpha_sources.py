@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from alphavae.blending import to_vae_range
+from alphavae.imageio import list_images
 from alphavae.losses.reconstruction import IMAGENET_MOMENTS, BackgroundMoments
 from alphavae.metric.alpha_shares import OPAQUE, TRANSPARENT
 from alphavae.paths import configs_dir
@@ -110,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sets = {"openclipart held-out": train_and_heldout("rgba-train", str(configs_dir() / "split-rgba-train.json"))[1]}
     if args.ood is not None:
-        files = sorted(p for p in args.ood.rglob("*") if p.suffix in (".png", ".webp"))
+        files = list_images(args.ood)
         if not files:
-            parser.error(f"--ood {args.ood}: no .png or .webp images")
+            parser.error(f"--ood {args.ood}: no images")
         sets[f"out-of-domain ({args.ood.name})"] = files
     device = torch_device(args.device)
     images = {name: RGBAFolder(files[0].parent, size=SIZE, files=files).load_all().to(device)

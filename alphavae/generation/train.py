@@ -52,7 +52,7 @@ from alphavae.training.data import RGBAFolder
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import adamw, lr_schedule, settle_ema
 from alphavae.training.splits import read_split, split_files
-from alphavae.vae.loading import autocast_dtype, latent_factors, load_vae, torch_device, weights_sha256
+from alphavae.vae.loading import autocast_dtype, autocast_for, latent_factors, load_vae, torch_device, weights_sha256
 
 #: The split shared with the RGBA VAE trainer (helper E's file): same held-out images everywhere.
 DEFAULT_SPLIT = shipped_config("split-rgba-train")
@@ -195,8 +195,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         step, seconds = int(shared["step"]), float(shared["seconds"])
         set_rng_state(local["rng"], {"batches": gen})
     log = RunLog(output / "log.jsonl", step if found is not None else None)
-    dtype = autocast_dtype(device)
-    amp = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    amp = autocast_for(device)
     unet.train()
     call_began, seconds_before = time.time(), seconds
 
@@ -252,7 +251,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",
         "n_train_images": len(train_files), "steps_done": step, "train_minutes": round(seconds / 60, 2),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": "bf16" if dtype is torch.bfloat16 else "fp32",
+        "precision": "bf16" if autocast_dtype(device) is torch.bfloat16 else "fp32",
         "n_parameters": sum(p.numel() for p in unet.parameters()), "config": asdict(config),
     }
     command = command or "alphavae generator train " + " ".join(sys.argv[2:])

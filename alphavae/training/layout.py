@@ -40,14 +40,14 @@ class LayoutKeepingGroupNorm(nn.GroupNorm):
         mean_c, var_c = mean_c.unflatten(1, per_group), var_c.unflatten(1, per_group)
         mean_g = mean_c.mean(2, keepdim=True)
         var_g = (var_c + (mean_c - mean_g).square()).mean(2, keepdim=True)
-        shape = (x.shape[0], c) + (1,) * len(spatial)  # per image and channel
-        mean = mean_g.expand_as(mean_c).reshape(shape)
-        scale = torch.rsqrt(var_g + self.eps).expand_as(mean_c).reshape(shape)
+        ones = (1,) * len(spatial)  # per image and channel: (N, C, 1, …)
+        mean = mean_g.expand_as(mean_c).reshape(x.shape[0], c, *ones)
+        scale = torch.rsqrt(var_g + self.eps).expand_as(mean_c).reshape(x.shape[0], c, *ones)
         if self.affine:
-            scale = scale * self.weight.float().view(1, c, *(1,) * len(spatial))
+            scale = scale * self.weight.float().view(1, c, *ones)
         y = (xf - mean) * scale  # centred first: x·scale − μ·scale would cancel far from zero
         if self.affine:
-            y = y + self.bias.float().view(1, c, *(1,) * len(spatial))
+            y = y + self.bias.float().view(1, c, *ones)
         return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
 
 

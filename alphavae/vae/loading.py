@@ -85,6 +85,13 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
+def autocast_for(device: torch.device) -> torch.autocast:
+    """Autocast to :func:`autocast_dtype` on ``device``, disabled (fp32) where that is None: what every trainer
+    runs its forward passes under."""
+    dtype = autocast_dtype(device)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 

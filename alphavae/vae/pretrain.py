@@ -56,7 +56,7 @@ from alphavae.training.checkpoint import (
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import PAPER_BETAS, adamw, lr_schedule
 from alphavae.training.step import step_generator
-from alphavae.vae.loading import autocast_dtype, torch_device
+from alphavae.vae.loading import autocast_for, torch_device
 from alphavae.vae.pretrain_config import PretrainConfig
 from alphavae.vae.pretrain_data import HELDOUT_EVERY, PhotoCrops, split_folder
 
@@ -191,8 +191,7 @@ def _train(config: PretrainConfig, output: Path, resume: bool) -> Path:
     for note in config.notes:
         print(note)
     log = RunLog(output / "log.jsonl", step if found is not None else None)
-    dtype = autocast_dtype(device)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    autocast = autocast_for(device)
     began = time.monotonic()
     last: dict[str, float] = {}
 
