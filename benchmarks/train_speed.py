@@ -287,9 +287,10 @@ def save(rows: list[dict], path: Path | None) -> None:
     measured, and an appended table its earlier rows)."""
     machine = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
+    stamp = {"machine": machine, "host": host(), "command": command, "torch": torch.__version__}
     for r in finish(rows):
         if "command" not in r:
-            r.update(machine=machine, host=host(), command=command, torch=torch.__version__)
+            r.update(stamp)
     if path is not None:
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1) + "\n"))
 
