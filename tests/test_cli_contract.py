@@ -439,3 +439,21 @@ def test_uncached_hub_ids_without_network_fail_fast_in_one_line(tmp_path, monkey
     assert time.perf_counter() - start < 5
     assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), loaded.state_dict().values()))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["64,100", "64", "a,b", "0,32", "32,,64"])
+def test_generator_widths_are_checked_and_named(tmp_path, capsys, value):
+    usage_error(capsys, ["generator", "train", "--output", str(tmp_path / "g"), "--block-out-channels", value],
+                "--block-out-channels", value)
+    assert not (tmp_path / "g").exists()
+
+
+def test_generator_widths_reach_the_unet(tmp_path, monkeypatch):
+    """``--block-out-channels`` sets the shape the trainer builds, not only what generator.json records."""
+    import alphavae.generation.train as train_module
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train_generator",
+                        lambda config, output, **_: seen.setdefault("widths", config.block_out_channels) and output)
+    assert main(["generator", "train", "--output", str(tmp_path / "g"), "--block-out-channels", "64,128,192"]) == 0
+    assert seen["widths"] == (64, 128, 192)

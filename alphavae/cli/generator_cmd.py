@@ -32,6 +32,20 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _channels(text: str) -> tuple[int, ...]:
+    """``64,128,192`` → the UNet's widths per level, each a multiple of its attention head size."""
+    from alphavae.generation.generator_config import UNetShape
+
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 64,128,192, got {text!r}") from None
+    step = UNetShape.attention_head_dim
+    if len(widths) < 2 or any(w < step or w % step for w in widths):
+        raise argparse.ArgumentTypeError(f"expected two or more widths, each a positive multiple of {step}, got {text!r}")
+    return widths
+
+
 def register(subparsers) -> None:
     """Add ``generator train`` and ``generator eval``."""
     from alphavae.generation.generator_config import GeneratorConfig
@@ -43,10 +57,13 @@ def register(subparsers) -> None:
     t.add_argument("--output", required=True, type=Path, help="run folder (model/, checkpoints/, latents.safetensors, log.jsonl)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     for name, value in asdict(GeneratorConfig()).items():
-        if name in ("notes", "block_out_channels"):
+        if name == "notes":
             continue
         flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
+        if name == "block_out_channels":
+            t.add_argument(flag, type=_channels, default=value, metavar="C1,C2,...",
+                           help=f"the UNet's width per level (default {','.join(map(str, value))})")
+        elif isinstance(value, bool):
             t.add_argument(flag, type=_flag, default=value, metavar="BOOL")
         else:
             kind = float if name == "max_minutes" else type(value) if value is not None else str
