@@ -60,12 +60,12 @@ def test_the_layout_keeping_group_norm_takes_what_group_norm_takes(shape):
 def test_the_layout_keeping_group_norm_is_stable_far_from_zero():
     """Per-channel statistics combined by the law of total variance, not E[x²] − E[x]²: activations with a mean
     two thousand times their spread normalise as fp64 does (the cancelling formula loses them in fp32; so does
-    PyTorch 2.14's own CPU kernel on channels_last input, off by hundreds here). The output is centred before it
-    is scaled: x·s − μ·s would cancel too."""
+    PyTorch 2.14's own CPU kernel on channels_last input, off by hundreds here). The output rounds as PyTorch's
+    CUDA kernel's ``x·a + b`` does: within a few fp32 ulps of ``x·a`` ≈ 2,000."""
     torch.manual_seed(0)
     x = (torch.randn(2, 16, 9, 7) * 0.5 + 1000).contiguous(memory_format=CL)
     exact = nn.functional.group_norm(x.double(), 4).float()
-    assert torch.allclose(LayoutKeepingGroupNorm(4, 16, affine=False)(x), exact, atol=2e-4)
+    assert torch.allclose(LayoutKeepingGroupNorm(4, 16, affine=False)(x), exact, atol=5e-4)
     groups = x.unflatten(1, (4, 4))
     cancelling = groups.square().mean((2, 3, 4), keepdim=True) - groups.mean((2, 3, 4), keepdim=True).square()
     assert not torch.allclose(cancelling, groups.var((2, 3, 4), correction=0, keepdim=True), rtol=1e-2)  # it would fail

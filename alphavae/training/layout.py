@@ -26,8 +26,12 @@ class LayoutKeepingGroupNorm(nn.GroupNorm):
     The statistics are reduced per channel first (over H·W: in channels_last memory every load reads whole rows
     of channels), then combined per group by the law of total variance (a group's channels have equal sizes):
     Var_g = mean_c(Var_c) + mean_c((μ_c − μ_g)²). Reducing a group directly, a channels_last tensor is read 4 to
-    16 channels at a time with a stride of C. Computed in fp32; returned in fp32 under autocast (as CUDA's autocast
-    runs group norm), else in the input's dtype.
+    16 channels at a time with a stride of C. The output is ``x·a + b`` with ``a = γ/σ_g`` and ``b = β − μ_g·a``,
+    the fused parameters of PyTorch's CUDA kernel (``ComputeFusedParamsCUDAKernel``), so it rounds as that kernel
+    does: a few fp32 ulps of ``x·a`` (3e-4 where the mean is 2,000 times the spread, against fp64). Centring first,
+    ``(x − μ)·a + β``, is exact there but made the compiled SD step 7 % slower (251.1 against 233.7 ms, one H100,
+    benchmarks/NOTES.md "Stop 23"). Computed in fp32; returned in fp32 under autocast (as CUDA's autocast runs
+    group norm), else in the input's dtype.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,9 +49,8 @@ class LayoutKeepingGroupNorm(nn.GroupNorm):
         scale = torch.rsqrt(var_g + self.eps).expand_as(mean_c).reshape(x.shape[0], c, *ones)
         if self.affine:
             scale = scale * self.weight.float().view(1, c, *ones)
-        y = (xf - mean) * scale  # centred first: x·scale − μ·scale would cancel far from zero
-        if self.affine:
-            y = y + self.bias.float().view(1, c, *ones)
+        shift = -mean * scale + (self.bias.float().view(1, c, *ones) if self.affine else 0)
+        y = xf * scale + shift  # PyTorch's CUDA kernel applies these fused parameters; x − μ first cost 7 % of a step
         return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
 
 
