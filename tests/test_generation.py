@@ -230,10 +230,10 @@ def real_soft_share() -> float:
 def test_committed_generator_makes_real_transparency(shipped_generator_samples):
     """Thresholds from measured data (held-out split at 256 px, centred on a transparent square):
     real images are 68 % transparent (α < 0.01), 5 % soft, 27 % opaque; the manifest's mean soft share
-    is 8.7 %. The paired VAE (``embedded-rgba``) reconstructing those *real* images gives only 47 %
-    transparent and 36 % soft — its decoder rarely reaches exactly 0 — so that is the ceiling for anything
-    decoded by it; the committed generator gives ≈28 % / 54 % / 19 % over 512 samples (results/generation.md)
-    and 13 % / 66 % / 21 % for these 4 (per image 13, 22, 16, 0.2 % transparent). A VAE that
+    is 8.7 %. The paired VAE (``embedded-rgba``) reconstructing the *real* training images gives 63 %
+    transparent and 10 % soft (results/generation.md's "through the VAE" row; the VAE shipped before gave 58 / 21 %),
+    a floor for anything decoded by it; the committed generator gives ≈60 % / 20 % / 20 % over 512 samples
+    (results/generation.md) and 49 % / 32 % / 19 % for these 4 (per image 74, 6, 83, 31 % transparent). A VAE that
     ignores alpha gives 0 % transparent and 0 % soft; fog gives ~100 % soft. We ask for: ≥ 10 % transparent,
     ≥ 5 % opaque, soft between 1/8 of the data's soft share and 80 %, transparency in 3 of 4 images."""
     images = shipped_generator_samples()  # generate("embedded-generator", n=4, seed=0, device="cpu")

@@ -166,7 +166,7 @@ ABLATION_COLUMNS = {"PSNR": ("mean", "psnr"), "SSIM": ("mean", "ssim"), "LPIPS":
 
 #: README row label → ``results/generation.json`` model key.
 GENERATION_ROWS = {
-    "`embedded-rgba` (main objective)": "main",
+    "`embedded-rgba` (shipped generator)": "main",
     "(real training images)": "train split (reference)",
     "(real training images through `embedded-rgba`)": "train split through the VAE (reference)",
 }
