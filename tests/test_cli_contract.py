@@ -441,19 +441,24 @@ def test_uncached_hub_ids_without_network_fail_fast_in_one_line(tmp_path, monkey
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("value", ["64,100", "64", "a,b", "0,32", "32,,64"])
+@pytest.mark.parametrize("value", ["64,100", "64", "a,b", "0,32", "32,,64", "8,32", "64,48"])
 def test_generator_widths_are_checked_and_named(tmp_path, capsys, value):
     usage_error(capsys, ["generator", "train", "--output", str(tmp_path / "g"), "--block-out-channels", value],
                 "--block-out-channels", value)
     assert not (tmp_path / "g").exists()
 
 
-def test_generator_widths_reach_the_unet(tmp_path, monkeypatch):
-    """``--block-out-channels`` sets the shape the trainer builds, not only what generator.json records."""
+def test_generator_widths_reach_the_config(tmp_path, monkeypatch):
+    """``--block-out-channels`` arrives in the run's config as a tuple (the trainer builds its UNet from that:
+    tests/test_generation.py checks the built shape)."""
     import alphavae.generation.train as train_module
 
     seen = {}
-    monkeypatch.setattr(train_module, "train_generator",
-                        lambda config, output, **_: seen.setdefault("widths", config.block_out_channels) and output)
+
+    def record(config, output, **_):
+        seen["widths"] = config.block_out_channels
+        return output
+
+    monkeypatch.setattr(train_module, "train_generator", record)
     assert main(["generator", "train", "--output", str(tmp_path / "g"), "--block-out-channels", "64,128,192"]) == 0
     assert seen["widths"] == (64, 128, 192)

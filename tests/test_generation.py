@@ -92,6 +92,23 @@ def test_resume_continues_exactly_from_the_checkpoint(tiny_run, tmp_path):
     assert losses == [json.loads(line)["loss"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
 
 
+def test_the_unet_has_the_configured_widths_and_a_resume_keeps_them(tiny_run, tmp_path):
+    """The saved UNet has ``block_out_channels``; resuming with other widths, or with more levels than halve the
+    latent, is a one-line error naming the option, before any step."""
+    root, config, folder = tiny_run
+    assert tuple(json.loads((folder / "config.json").read_text())["block_out_channels"]) == config.block_out_channels
+    two = dataclasses.replace(config, steps=2, checkpoint_every=1)
+    assert train_generator(dataclasses.replace(two, max_minutes=0.0), tmp_path / "run", progress=False) is None
+    with pytest.raises(ValueError, match=r"^--resume: .* --block-out-channels \(16, 32\), not \(32, 32\)"):
+        train_generator(dataclasses.replace(two, block_out_channels=(32, 32)), tmp_path / "run", resume=True,
+                        progress=False)
+    deep = dataclasses.replace(two, block_out_channels=(16,) + (32,) * 6)
+    with pytest.raises(ValueError, match=r"^--block-out-channels 16,32,32,32,32,32,32: 7 levels halve the"):
+        train_generator(deep, tmp_path / "deep", progress=False)
+    with pytest.raises(ValueError, match="--block-out-channels 16,40"):
+        dataclasses.replace(two, block_out_channels=(16, 40))
+
+
 def test_a_compiled_unet_trains_as_the_eager_one(tiny_run, tmp_path):
     """``compile`` changes how the UNet runs, not what it computes: four steps compiled (Inductor's C++ kernels on
     this CPU) log the eager run's losses within 1e-5 relative, at a rate (1e-3, no warm-up) where a run that does

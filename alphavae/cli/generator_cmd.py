@@ -33,16 +33,16 @@ def _flag(text: str) -> bool:
 
 
 def _channels(text: str) -> tuple[int, ...]:
-    """``64,128,192`` → the UNet's widths per level, each a multiple of its attention head size."""
-    from alphavae.generation.generator_config import UNetShape
+    """``64,128,192`` → the UNet's widths per level, checked by :func:`widths_problem` (as the config checks them)."""
+    from alphavae.generation.generator_config import widths_problem
 
     try:
         widths = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 64,128,192, got {text!r}") from None
-    step = UNetShape.attention_head_dim
-    if len(widths) < 2 or any(w < step or w % step for w in widths):
-        raise argparse.ArgumentTypeError(f"expected two or more widths, each a positive multiple of {step}, got {text!r}")
+    problem = widths_problem(widths)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem}, got {text!r}")
     return widths
 
 

@@ -22,6 +22,17 @@ class UNetShape:
 
 
 
+def widths_problem(widths: tuple[int, ...]) -> str | None:
+    """What is wrong with a UNet's widths per level, or ``None``. ``build_unet`` makes two levels at least, every
+    width split into :attr:`UNetShape.norm_num_groups` groups, and every level but the first with attention, whose
+    heads have :attr:`UNetShape.attention_head_dim` channels."""
+    groups, head = UNetShape.norm_num_groups, UNetShape.attention_head_dim
+    if len(widths) < 2 or any(w < 1 for w in widths) or widths[0] % groups or any(w % head for w in widths[1:]):
+        return (f"expected two or more widths: the first a positive multiple of {groups}, the others (with attention) "
+                f"of {head}")
+    return None
+
+
 @dataclass
 class GeneratorConfig:
     """Everything that defines a generator training run (saved in ``generator.json`` and checkpoints)."""
@@ -59,6 +70,10 @@ class GeneratorConfig:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        self.block_out_channels = tuple(self.block_out_channels)
+        problem = widths_problem(self.block_out_channels)
+        if problem:
+            raise ValueError(f"--block-out-channels {','.join(map(str, self.block_out_channels))}: {problem}")
         if self.latent_normalisation not in LATENT_NORMALISATIONS:
             raise ValueError(f"--latent-normalisation {self.latent_normalisation!r}: must be one of "
                              f"{', '.join(LATENT_NORMALISATIONS)}")

@@ -185,8 +185,8 @@ def sampling_scheduler(ddpm_config) -> DPMSolverMultistepScheduler:
     timestep (T − 1, where the cosine schedule's signal is gone), so starting from pure noise is right. diffusers'
     default ``leading`` spacing starts at T − T/n (t = 960 of 1000 at 25 steps, 900 at 100) from pure noise as if
     it were that step's noisy sample; the unremoved noise decodes as confetti (Lin et al., WACV 2024, "Common diffusion
-    noise schedules and sample steps are flawed"; measured on the shipped model: 52 % soft-alpha pixels
-    leading, 33 % trailing, 16 samples)."""
+    noise schedules and sample steps are flawed"; measured on the generator shipped in stop 16: 52 % soft-alpha
+    pixels leading, 33 % trailing, 16 samples)."""
     return DPMSolverMultistepScheduler.from_config(ddpm_config, algorithm_type="dpmsolver++", timestep_spacing="trailing")
 
 

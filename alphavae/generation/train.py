@@ -172,6 +172,11 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
     if labels is not None:
         labels = labels.repeat(len(mean) // len(labels)).to(device)
     latent_channels, latent_size = mean.shape[1], mean.shape[-1]
+    halvings = len(config.block_out_channels) - 1
+    if latent_size % 2**halvings:
+        raise ValueError(f"--block-out-channels {','.join(map(str, config.block_out_channels))}: {halvings + 1} levels "
+                         f"halve the {latent_size}×{latent_size} latent {halvings} times; use fewer levels or a larger "
+                         f"--image-size")
 
     unet = build_unet(latent_channels, latent_size, len(class_names) or None,
                       UNetShape(tuple(config.block_out_channels), config.layers_per_block)).to(device)
@@ -187,6 +192,11 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
     step, seconds = 0, 0.0
     if found is not None:
         shared, local = load_checkpoint(found)
+        for key in ("block_out_channels", "layers_per_block"):
+            saved, now = shared["config"][key], getattr(config, key)
+            if (tuple(saved) if isinstance(saved, (list, tuple)) else saved) != now:
+                raise ValueError(f"--resume: {found} was trained with --{key.replace('_', '-')} {saved}, not {now}; "
+                                 f"resume with the same shape or start a new --output")
         unet.load_state_dict(shared["unet"])
         optimizer.load_state_dict(shared["optimizer"])
         schedule.load_state_dict(shared["lr_schedule"])

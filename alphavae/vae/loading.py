@@ -25,7 +25,7 @@ from alphavae.paths import models_dir
 #: Embedded SPEC name → folder under ``data/models/``, and how to rebuild it if it is missing.
 EMBEDDED: dict[str, tuple[str, str]] = {
     "embedded": ("embedded-vae", "`alphavae pretrain` (see data/models/embedded-vae/MODEL_CARD.md)"),
-    "embedded-rgba": ("embedded-rgba", "the trainer, `alphavae train --config configs/main.json` (data/models/embedded-rgba/MODEL_CARD.md)"),
+    "embedded-rgba": ("embedded-rgba", "the trainer, `alphavae train --config configs/free_alpha_overshoot.json` (data/models/embedded-rgba/MODEL_CARD.md)"),
     "embedded-generator": ("embedded-generator", "the generation recipe (notebook 05, alphavae.generation.sampler)"),
 }
 
