@@ -42,6 +42,7 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from alphavae.blending import from_vae_range
 from alphavae.generation.generator_config import UNetShape
 from alphavae.imageio import umask_mode
+from alphavae.vae.reconstruct import downsampling_factor
 from alphavae.vae.loading import (
     hub_unreachable,
     load_vae,
@@ -311,8 +312,7 @@ def iter_samples(generator: LatentGenerator, n: int, seed: int = 0, size: int | 
     """
     info = generator.info
     check_sampling_options(n, seed, guidance_scale, num_inference_steps)
-    vae_factor = 2 ** (len(generator.vae.config.block_out_channels) - 1)
-    unet_factor = 2 ** (len(generator.unet.config.block_out_channels) - 1)
+    vae_factor, unet_factor = downsampling_factor(generator.vae), downsampling_factor(generator.unet)
     size = int(info["image_size"] if size is None else size)
     if size <= 0 or size % (vae_factor * unet_factor):
         raise ValueError(f"--size {size}: must be a positive multiple of {vae_factor * unet_factor}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, UNet2DModel
 from tqdm.auto import tqdm
 
 from alphavae.blending import composite, from_vae_range, to_vae_range
@@ -54,8 +54,9 @@ def reconstruct(vae: AutoencoderKL, x01: torch.Tensor, batch_size: int | None = 
     return from_vae_range(out.float())[..., :h, :w].to(x01.device)
 
 
-def downsampling_factor(vae: AutoencoderKL) -> int:
-    """Spatial downsampling of the latent: 2 per resolution level after the first (8 for SD's VAEs)."""
+def downsampling_factor(vae: AutoencoderKL | UNet2DModel) -> int:
+    """Spatial downsampling of the latent (a UNet's: of its coarsest level): 2 per resolution level after the first
+    (8 for SD's VAEs)."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
