@@ -179,7 +179,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
                          f"--image-size")
 
     unet = build_unet(latent_channels, latent_size, len(class_names) or None,
-                      UNetShape(tuple(config.block_out_channels), config.layers_per_block)).to(device)
+                      UNetShape(config.block_out_channels, config.layers_per_block)).to(device)
     if config.compile:  # the module compiles in place: its state-dict keys, and so the saved folder, do not change
         unet.compile(dynamic=False)
     scheduler = training_scheduler(config.num_train_timesteps, config.prediction_type)
