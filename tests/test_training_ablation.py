@@ -273,8 +273,8 @@ def test_one_given_seed_says_there_are_no_intervals(ablation_dir):
 
 
 def test_runs_trained_in_separate_calls_make_one_table_without_their_models(ablation_dir, capsys):
-    """``--variants``: one call trains and scores only some runs; each keeps ``score.json`` and ``pictures.png``. A
-    later command finds every run scored, trains nothing (the models are gone, as when only the small folders
+    """``--variants``: one call trains and scores only some runs; each keeps ``score.json``, and the first seed a call
+    scores keeps ``pictures.png`` (a row's strip is its first seed's). A later command finds every run scored, trains nothing (the models are gone, as when only the small folders
     come back from a GPU call) and writes the table the runs would have given together."""
     path = use_variants(ablation_dir, ("main", "naive_mse"), seeds=[0, 1])
     runs, results = ablation_dir / "runs", ablation_dir / "results"
@@ -285,7 +285,9 @@ def test_runs_trained_in_separate_calls_make_one_table_without_their_models(abla
     run_ablation(path, runs, results, overrides={"steps": 1}, variants=["main"])
     together = json.loads((results / "ablation.json").read_text())  # main's two seeds, scored from their models
     scored = {run: json.loads((run / "score.json").read_text()) for run in runs.glob("*/seed-*")}
-    assert len(scored) == 4 and all(s["heldout"] and (run / "pictures.png").is_file() for run, s in scored.items())
+    assert len(scored) == 4 and all(s["heldout"] for s in scored.values())
+    pictured = {run.relative_to(runs).as_posix() for run in runs.glob("*/seed-*") if (run / "pictures.png").is_file()}
+    assert pictured == {"naive_mse/seed-0", "naive_mse/seed-1", "main/seed-0"}  # main's seed 1 came second in its call
     for run in runs.glob("*/seed-*"):
         shutil.rmtree(run / "model")
         shutil.rmtree(run / "model-fp16")

@@ -17,7 +17,8 @@ are deterministic and computed once; strips and gradient shares are those of the
 Across GPU calls: each scored run keeps its numbers in ``OUTPUT/<variant>/seed-<s>/score.json`` (with the
 held-out file names it was scored on) and its picture strip in ``pictures.png``. A run with a score needs no
 model: it is neither trained nor scored again, so runs trained in different calls (``variants`` selects some,
-``--variants``) are collected into one table from their small folders (``results/ablation_runs/``).
+``--variants``) are collected into one table from their small folders (``benchmarks/results/ablation_runs/``, outside
+the wheel). Only a variant's first seed keeps ``pictures.png``: its strip is the row's picture.
 
 The ceiling: for each of the 9 backgrounds, the RGB VAE reconstructs the opaque composite of the target over
 that background, scored against that composite — what the RGB VAE achieves when it never has to model alpha.
@@ -316,9 +317,11 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
         per_seed: dict[str, dict[str, Any]] = {}
         train_notes: dict[str, None] = {}  # the runs' notes, each once, in order
         for seed, folder in run_dirs(output, name, cfg, seeds).items():
-            per_seed[str(seed)], run_notes, pictures = _score_run(folder, targets, names, picks, device, lpips_model)
+            first_run = not per_seed  # the row's strip is its first seed's: later seeds keep no pictures
+            per_seed[str(seed)], run_notes, pictures = _score_run(folder, targets, names, picks if first_run else [],
+                                                                  device, lpips_model)
             train_notes.update(dict.fromkeys(run_notes))
-            if len(per_seed) == 1 and pictures is not None:
+            if pictures is not None:
                 save_png(pictures, strips / f"{name}.png")
         first_seed = dataclasses.replace(cfg, seed=int(next(iter(per_seed))))
         rows.append({"name": name, "kind": "variant", **summarize_seeds(per_seed), "config": cfg.to_dict(),
