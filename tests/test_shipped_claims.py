@@ -324,3 +324,19 @@ def test_rgb_vae_card_parameter_count_and_scaling_factor():
     assert vae.config.scaling_factor == pytest.approx(summary["scaling_factor"])
     assert f"**{vae.config.scaling_factor:.4f}**" in text
     assert f"**{summary['steps_done']:,} steps**" in text
+
+
+def test_readme_seed0_ablation_figures_are_the_scored_runs():
+    """The README quotes a few seed-0 runs of the 5,000-step ablation before its table is made: each figure is
+    that run's ``score.json`` in ``benchmarks/results/ablation_runs/``, and the run count is the folders there."""
+    runs = ROOT / "benchmarks" / "results" / "ablation_runs"
+    text = " ".join(README.split())
+    where = "README (ablation re-run)"
+    done = len(list(runs.glob("*/seed-*/score.json")))
+    assert _find(text, r"has {N} of its 24 runs", where).group(1) == str(done), f"{where}: {done} runs are scored"
+    for label, variant in (("`main`", "main"), ("without GAN", "no_gan"), ("naive MSE", "naive_mse")):
+        numbers = json.loads((runs / variant / "seed-0" / "score.json").read_text())["numbers"]
+        m = _find(text, re.escape(label) + r" {N} dB, α {N}" if label == "`main`" else re.escape(label) + r" {N}, α {N}",
+                  where)
+        _printed(m.group(1), numbers["mean"]["psnr"], where=f"{where}, {variant}")
+        _printed(m.group(2), numbers["alpha"]["psnr"], where=f"{where}, {variant}")
