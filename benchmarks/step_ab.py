@@ -10,7 +10,9 @@ computed. Arms, joined with ``+`` (``upsample+cdt``):
   0.69 ms of the 26.3 ms step in that profile). The forward values are the same;
 * ``cdt`` — Inductor's coordinate-descent tuning of its Triton kernels' block sizes (longer compilation);
 * ``autotune`` — Inductor's ``max_autotune``: Triton templates timed against cuDNN and cuBLAS for each
-  convolution and matmul shape (much longer compilation).
+  convolution and matmul shape (much longer compilation);
+* ``glue`` — ``torch.compile`` of the loss functions between the compiled networks (ABMSE, the perceptual
+  composites, both KLs, the reference composites), which otherwise run as one unfused kernel per operation.
 
     python benchmarks/step_ab.py --arms base,upsample,upsample+cdt --row optimised:embedded:8 --json runs/ab.json
 
@@ -65,9 +67,16 @@ def _inductor(flag: str):
     return switch_on
 
 
+def _compiled_losses() -> None:
+    from alphavae.losses import kl, perceptual, reconstruction
+    for module, name in ((reconstruction, "abmse_loss"), (perceptual, "perceptual_loss"), (kl, "prior_kl"),
+                         (kl, "kl_to_reference"), (kl, "reference_composites")):
+        setattr(module, name, torch.compile(getattr(module, name), dynamic=False))
+
+
 #: What each arm switches on in its process, before the row builds and compiles its networks.
 ARMS = {"base": lambda: None, "upsample": _broadcast_upsample, "cdt": _inductor("coordinate_descent_tuning"),
-        "autotune": _inductor("max_autotune")}
+        "autotune": _inductor("max_autotune"), "glue": _compiled_losses}
 
 
 def main() -> None:
