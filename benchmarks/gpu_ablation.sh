@@ -8,9 +8,14 @@
 # runs/ablation/<variant>/seed-<s> (runs/ablation/<variant> when the config has no seeds); STEPS=5000 overrides
 # the configs' number of steps.
 # VARIANTS="main no_gan" trains only those (--variants): one GPU call trains a few runs. Each scored run's small
-# folder (score.json, pictures.png, run.json, log.jsonl; no model) comes back as $OUT/scored-runs.tgz: unpack it
-# into results/ablation_runs/ and commit it; with RUNS=results/ablation_runs a later call (or this CPU, for the
-# table alone) finds those runs scored and trains only the rest.
+# folder (score.json, run.json, log.jsonl, and for seed 0 pictures.png; no model, no TensorBoard events) comes back as
+# $OUT/scored-runs.tgz: unpack it into benchmarks/results/ablation_runs/ and commit it; with
+# RUNS=benchmarks/results/ablation_runs a later call (or this CPU, for the table alone) finds those runs scored and
+# trains only the rest.
+# When ABLATION_TIMEOUT stops the training, the runs that finished are still scored (SCORE_TIMEOUT seconds at most), so
+# a call cut short loses only its unfinished runs; re-run the same command on the same warm machine to resume those.
+# MPS=1 starts NVIDIA's multi-process service first, so that the JOBS processes share the GPU's SMs instead of taking
+# turns (benchmarks/NOTES.md, stop 24: four runs at once trained about 470 images/s together on one H100).
 # Rerun after a stop: the same command resumes every unfinished run. Writes into $OUT (device tool) or ./gpu-out.
 set -u
 shopt -s nullglob
@@ -23,9 +28,23 @@ opts=()
 [ -n "${STEPS:-}" ] && opts+=(--steps "$STEPS")
 [ -n "${SEEDS:-}" ] && { read -ra seeds <<< "$SEEDS"; opts+=(--seeds "${seeds[@]}"); }
 [ -n "${VARIANTS:-}" ] && { read -ra variants <<< "$VARIANTS"; opts+=(--variants "${variants[@]}"); }
-timeout "${ABLATION_TIMEOUT:-540}" python3 -m alphavae train --ablation configs/ablation.json --output "$RUNS" \
-  --results "$RESULTS" --jobs "${JOBS:-7}" "${opts[@]}" || {
-  echo "ablation did not finish"; logs=("$RUNS"/*.log "$RUNS"/*/*.log); [ ${#logs[@]} -gt 0 ] && tail -n 3 "${logs[@]}"; }
+if [ "${MPS:-0}" = 1 ]; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log; mkdir -p /tmp/mps /tmp/mps-log
+  nvidia-cuda-mps-control -d 2>/dev/null  # already running on a warm machine: keeps that one
+  python3 -c "import torch; torch.ones(1, device='cuda').sum().item()" && echo "MPS on" || {
+    echo quit | nvidia-cuda-mps-control; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; echo "MPS failed: off"; }
+fi
+ablation=(python3 -m alphavae train --ablation configs/ablation.json --output "$RUNS" --results "$RESULTS")
+timeout "${ABLATION_TIMEOUT:-480}" "${ablation[@]}" --jobs "${JOBS:-7}" "${opts[@]}" || {
+  echo "ablation did not finish: scoring the runs that did"; logs=("$RUNS"/*.log "$RUNS"/*/*.log)
+  [ ${#logs[@]} -gt 0 ] && tail -n 3 "${logs[@]}"
+  finished=("$RUNS"/*/seed-*/model "$RUNS"/*/seed-*/score.json)
+  for seed in $(printf '%s\n' "${finished[@]}" | sed -n 's|.*/seed-\([0-9]*\)/.*|\1|p' | sort -un); do
+    done_variants=(); for run in "$RUNS"/*/seed-"$seed"; do
+      [ -d "$run/model" ] || [ -f "$run/score.json" ] && { v=${run%/seed-*}; done_variants+=("${v##*/}"); }; done
+    timeout "${SCORE_TIMEOUT:-90}" "${ablation[@]}" --seeds "$seed" --variants "${done_variants[@]}" ${LPIPS_NET:+--lpips-net "$LPIPS_NET"} \
+      ${STEPS:+--steps "$STEPS"}
+  done; }
 # Each run's log and run.json: ablation_logs/<variant>.jsonl, or <variant>.seed-<s>.jsonl for a seed's run.
 mkdir -p "$RESULTS/ablation_logs"
 for run in "$RUNS"/*/ "$RUNS"/*/seed-*/; do
@@ -37,7 +56,7 @@ tar czf "$OUT/results.tgz" "$RESULTS" "$RUNS"/*.log "$RUNS"/*/*.log
 scored=("$RUNS"/*/seed-*/score.json "$RUNS"/*/score.json)
 if [ ${#scored[@]} -gt 0 ]; then
   dirs=(); for file in "${scored[@]}"; do folder=${file%/score.json}; dirs+=("${folder#"$RUNS"/}"); done
-  tar czf "$OUT/scored-runs.tgz" -C "$RUNS" --exclude='model*' --exclude=checkpoints --exclude=.lock "${dirs[@]}"
+  tar czf "$OUT/scored-runs.tgz" -C "$RUNS" --exclude='model*' --exclude=checkpoints --exclude=tensorboard --exclude=.lock "${dirs[@]}"
 fi
 # The fp16 VAEs scripts/generation_gpu_run.sh trains generators on: the variant's run, or its first seed's (in name order).
 for name in main naive_mse no_reference_kl; do
