@@ -9,9 +9,11 @@
 # the configs' number of steps.
 # VARIANTS="main no_gan" trains only those (--variants): one GPU call trains a few runs. Each scored run's small
 # folder (score.json, run.json, log.jsonl, and for seed 0 pictures.png; no model, no TensorBoard events) comes back as
-# $OUT/scored-runs.tgz: unpack it into benchmarks/results/ablation_runs/ and commit it; with
-# RUNS=benchmarks/results/ablation_runs a later call (or this CPU, for the table alone) finds those runs scored and
-# trains only the rest.
+# $OUT/scored-runs.tgz: unpack it into benchmarks/results/ablation_runs/ and commit it. A later call starts with
+# `mkdir -p runs/ablation && cp -rn benchmarks/results/ablation_runs/. runs/ablation/`, finds those runs scored and
+# trains only the rest (runs/ is git-ignored, so an unfinished run's checkpoints stay on a warm machine between calls;
+# the device re-copies the tracked tree each call). On this CPU, RUNS=benchmarks/results/ablation_runs makes the table
+# alone once every run is scored.
 # When ABLATION_TIMEOUT stops the training, the runs that finished are still scored (SCORE_TIMEOUT seconds at most), so
 # a call cut short loses only its unfinished runs; re-run the same command on the same warm machine to resume those.
 # MPS=1 starts NVIDIA's multi-process service first, so that the JOBS processes share the GPU's SMs instead of taking
