@@ -1,22 +1,23 @@
-"""Where an RGBA VAE's alpha error lies: on the shapes' edges or inside them, per image set.
+"""Where an RGBA VAE's alpha error lies: on the shapes' edges or off them, per image set.
 
 The shipped ``embedded-rgba`` is within 1 dB of its RGB ceiling on the openclipart held-out split but 1.78 dB under it
-on the out-of-domain hedgewars sprites, whose hard, pixel-sized alpha edges differ from smooth clip art. This
-splits the alpha squared error into an edge band (pixels within ``--band`` pixels of where the target's alpha
-crosses ½) and the rest, so a change aimed at edges can be judged by the part of the error it targets.
+on the out-of-domain hedgewars sprites. This splits the alpha squared error into an edge band (pixels within
+``--band`` pixels of where the target's alpha crosses ½) and the rest (shape interiors and background), so that a
+change aimed at one of them can be judged by the part of the error it targets (stop 24's reading: benchmarks/NOTES.md).
 
-    python benchmarks/alpha_edges.py --ood DIR [--vae embedded-rgba] [--band 1]
+    python benchmarks/alpha_edges.py --ood DIR [--vae embedded-rgba] [--band 1] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from alphavae.imageio import list_images
+from alphavae.imageio import atomic_write, list_images
 from alphavae.metric.alpha import psnr
 from alphavae.paths import configs_dir
 from alphavae.training.data import RGBAFolder, train_and_heldout
@@ -37,19 +38,19 @@ def edge_band(alpha: torch.Tensor, band: int) -> torch.Tensor:
 
 
 def split_error(pred_alpha: torch.Tensor, alpha: torch.Tensor, band: int) -> dict[str, float]:
-    """Alpha PSNR (per image, then the mean: as the ALPHA metric reports it) overall, on the edge band and off it;
-    the band's share of the pixels and of the squared error (pooled over the set). Images without an edge (or
-    without an interior) are left out of that region's mean."""
+    """Alpha PSNR (per image, then the mean: as the ALPHA metric reports it) overall, on the edge band and off it,
+    with how many images each mean is over: an image with no pixel in a region, or with no error there (infinite
+    PSNR), is left out of that region's mean. And the band's share of the pixels and of the squared error (pooled)."""
     pred_alpha = pred_alpha.clamp(0, 1)
     edges = edge_band(alpha, band)
-
-    def mean_db(mask: torch.Tensor | None) -> float:
+    out: dict[str, float] = {}
+    for name, mask in (("alpha", None), ("edge", edges), ("off_band", ~edges)):
         values = psnr(pred_alpha, alpha, mask)
-        return values[torch.isfinite(values)].mean().item()
-
+        finite = values[torch.isfinite(values)]
+        out[f"{name}_psnr"], out[f"{name}_images"] = finite.mean().item(), len(finite)
     err = (pred_alpha - alpha) ** 2
-    return {"alpha_psnr": mean_db(None), "edge_psnr": mean_db(edges), "interior_psnr": mean_db(~edges),
-            "edge_pixels_pct": 100 * edges.float().mean().item(), "edge_error_pct": 100 * (err[edges].sum() / err.sum()).item()}
+    return {**out, "edge_pixels_pct": 100 * edges.float().mean().item(),
+            "edge_error_pct": 100 * (err[edges].sum() / err.sum()).item()}
 
 
 def main() -> None:
@@ -58,9 +59,10 @@ def main() -> None:
     parser.add_argument("--ood", type=Path, help="a folder of out-of-domain RGBA images (scripts/rebuild_ood_rgba.py)")
     parser.add_argument("--band", type=int, default=1, help="edge band half-width in pixels")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    if args.band < 0:
-        parser.error(f"--band {args.band}: must be ≥ 0")
+    if args.band < 1:
+        parser.error(f"--band {args.band}: must be at least 1 (0 pixels would make an empty band)")
     device = torch_device(args.device)
     vae = load_vae(args.vae, device=device)
     _, heldout = train_and_heldout("rgba-train", str(configs_dir() / "split-rgba-train.json"), None)
@@ -70,13 +72,20 @@ def main() -> None:
         if not files:
             parser.error(f"--ood {args.ood}: no images there")
         sets["out of domain"] = files
-    print(f"{'set':22s} {'n':>4s} {'α PSNR':>7s} {'edges':>7s} {'inside':>7s} {'edge px %':>9s} {'edge err %':>10s}")
+    print(f"{'set':22s} {'n':>4s} {'α PSNR':>7s} {'edges':>7s} {'off band':>8s} {'edge px %':>9s} {'edge err %':>10s}")
+    table = {"vae": args.vae, "band": args.band, "sets": {}}
     for name, files in sets.items():
         images = RGBAFolder(files[0].parent, size=SIZE, files=files).load_all()
         recon = reconstruct(vae, images, BATCH)
         r = split_error(recon[:, 3:4].float().cpu(), images[:, 3:4], args.band)
-        print(f"{name:22s} {len(files):4d} {r['alpha_psnr']:7.2f} {r['edge_psnr']:7.2f} {r['interior_psnr']:7.2f} "
+        table["sets"][name] = {"n": len(files), **r}
+        print(f"{name:22s} {len(files):4d} {r['alpha_psnr']:7.2f} {r['edge_psnr']:7.2f} {r['off_band_psnr']:8.2f} "
               f"{r['edge_pixels_pct']:9.1f} {r['edge_error_pct']:10.1f}", flush=True)
+        left_out = {k.removesuffix("_images"): len(files) - v for k, v in r.items() if k.endswith("_images") and v < len(files)}
+        if left_out:
+            print(f"  left out of a mean (no pixels there, or no error): {left_out}", flush=True)
+    if args.json is not None:
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(table, indent=1) + "\n"))
 
 
 if __name__ == "__main__":

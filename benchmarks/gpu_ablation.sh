@@ -8,16 +8,17 @@
 # runs/ablation/<variant>/seed-<s> (runs/ablation/<variant> when the config has no seeds); STEPS=5000 overrides
 # the configs' number of steps.
 # VARIANTS="main no_gan" trains only those (--variants): one GPU call trains a few runs. Each scored run's small
-# folder (score.json, run.json, log.jsonl, and for seed 0 pictures.png; no model, no TensorBoard events) comes back as
-# $OUT/scored-runs.tgz: unpack it into benchmarks/results/ablation_runs/ and commit it. A later call starts with
-# `mkdir -p runs/ablation && cp -rn benchmarks/results/ablation_runs/. runs/ablation/`, finds those runs scored and
-# trains only the rest (runs/ is git-ignored, so an unfinished run's checkpoints stay on a warm machine between calls;
-# the device re-copies the tracked tree each call). On this CPU, RUNS=benchmarks/results/ablation_runs makes the table
+# folder (score.json, run.json, log.jsonl, and pictures.png for the first seed a call scores; no model, no TensorBoard
+# events) comes back as $OUT/scored-runs.tgz: unpack it into benchmarks/results/ablation_runs/ and commit it. Every call
+# first copies the committed runs (SCORED, that folder by default) into RUNS, where they count as scored: only the
+# rest is trained. RUNS (runs/ablation) is git-ignored, so an unfinished run's checkpoints stay on a warm machine
+# between calls, which re-copy the tracked tree. On this CPU, RUNS=benchmarks/results/ablation_runs makes the table
 # alone once every run is scored.
-# When ABLATION_TIMEOUT stops the training, the runs that finished are still scored (SCORE_TIMEOUT seconds at most), so
-# a call cut short loses only its unfinished runs; re-run the same command on the same warm machine to resume those.
-# MPS=1 starts NVIDIA's multi-process service first, so that the JOBS processes share the GPU's SMs instead of taking
-# turns (benchmarks/NOTES.md, stop 24: four runs at once trained about 470 images/s together on one H100).
+# When ABLATION_TIMEOUT stops the training, the runs that finished (seed-<s> folders) are scored, seed by seed, until CALL_LIMIT
+# seconds (570: the device's 600 less the packing) from the script's start, so a call cut short loses only its
+# unfinished runs; re-run the same command on the same warm machine to resume those.
+# MPS=1 starts NVIDIA's multi-process service first, so that the JOBS processes can share the GPU's SMs (stop 24: four
+# runs at once under MPS trained 468 images/s together on one H100; MPS off was not measured beside it).
 # Rerun after a stop: the same command resumes every unfinished run. Writes into $OUT (device tool) or ./gpu-out.
 set -u
 shopt -s nullglob
@@ -25,27 +26,40 @@ OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 RESULTS=runs/ablation-results
 RUNS=${RUNS:-runs/ablation}
-opts=()
-[ -n "${LPIPS_NET:-}" ] && opts+=(--lpips-net "$LPIPS_NET")
-[ -n "${STEPS:-}" ] && opts+=(--steps "$STEPS")
-[ -n "${SEEDS:-}" ] && { read -ra seeds <<< "$SEEDS"; opts+=(--seeds "${seeds[@]}"); }
-[ -n "${VARIANTS:-}" ] && { read -ra variants <<< "$VARIANTS"; opts+=(--variants "${variants[@]}"); }
+SCORED=${SCORED:-benchmarks/results/ablation_runs}
+if [ "$(realpath -m "$SCORED")" != "$(realpath -m "$RUNS")" ]; then
+  for run in "$SCORED"/*/seed-*; do
+    dest=$RUNS/${run#"$SCORED"/}; [ -e "$dest" ] || { mkdir -p "${dest%/*}"; cp -r "$run" "$dest"; }
+  done
+fi
+common=()  # what every ablation command of this call is given; then which runs
+[ -n "${LPIPS_NET:-}" ] && common+=(--lpips-net "$LPIPS_NET")
+[ -n "${STEPS:-}" ] && common+=(--steps "$STEPS")
+picks=()
+[ -n "${SEEDS:-}" ] && { read -ra seeds <<< "$SEEDS"; picks+=(--seeds "${seeds[@]}"); }
+[ -n "${VARIANTS:-}" ] && { read -ra variants <<< "$VARIANTS"; picks+=(--variants "${variants[@]}"); }
 if [ "${MPS:-0}" = 1 ]; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log; mkdir -p /tmp/mps /tmp/mps-log
-  nvidia-cuda-mps-control -d 2>/dev/null  # already running on a warm machine: keeps that one
-  python3 -c "import torch; torch.ones(1, device='cuda').sum().item()" && echo "MPS on" || {
-    echo quit | nvidia-cuda-mps-control; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; echo "MPS failed: off"; }
+  [ -p /tmp/mps/control ] || nvidia-cuda-mps-control -d  # a warm machine may have it running already
+  if [ -p /tmp/mps/control ] && python3 -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
+    echo "MPS on"
+  else
+    echo quit | nvidia-cuda-mps-control 2>/dev/null; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; echo "MPS off: it did not start"
+  fi
 fi
-ablation=(python3 -m alphavae train --ablation configs/ablation.json --output "$RUNS" --results "$RESULTS")
-timeout "${ABLATION_TIMEOUT:-480}" "${ablation[@]}" --jobs "${JOBS:-7}" "${opts[@]}" || {
-  echo "ablation did not finish: scoring the runs that did"; logs=("$RUNS"/*.log "$RUNS"/*/*.log)
+ablation=(python3 -m alphavae train --ablation configs/ablation.json --output "$RUNS" --results "$RESULTS" "${common[@]}")
+complete=1
+timeout "${ABLATION_TIMEOUT:-480}" "${ablation[@]}" --jobs "${JOBS:-7}" "${picks[@]}" || {
+  complete=0; echo "ablation did not finish: scoring the runs that did"; logs=("$RUNS"/*.log "$RUNS"/*/*.log)
   [ ${#logs[@]} -gt 0 ] && tail -n 3 "${logs[@]}"
   finished=("$RUNS"/*/seed-*/model "$RUNS"/*/seed-*/score.json)
   for seed in $(printf '%s\n' "${finished[@]}" | sed -n 's|.*/seed-\([0-9]*\)/.*|\1|p' | sort -un); do
-    done_variants=(); for run in "$RUNS"/*/seed-"$seed"; do
-      [ -d "$run/model" ] || [ -f "$run/score.json" ] && { v=${run%/seed-*}; done_variants+=("${v##*/}"); }; done
-    timeout "${SCORE_TIMEOUT:-90}" "${ablation[@]}" --seeds "$seed" --variants "${done_variants[@]}" ${LPIPS_NET:+--lpips-net "$LPIPS_NET"} \
-      ${STEPS:+--steps "$STEPS"}
+    left=$(( ${CALL_LIMIT:-570} - SECONDS )); [ "$left" -gt 20 ] || { echo "no time left to score seed $seed"; break; }
+    done_variants=()
+    for run in "$RUNS"/*/seed-"$seed"; do
+      if [ -d "$run/model" ] || [ -f "$run/score.json" ]; then v=${run%/seed-*}; done_variants+=("${v##*/}"); fi
+    done
+    timeout "$left" "${ablation[@]}" --seeds "$seed" --variants "${done_variants[@]}"
   done; }
 # Each run's log and run.json: ablation_logs/<variant>.jsonl, or <variant>.seed-<s>.jsonl for a seed's run.
 mkdir -p "$RESULTS/ablation_logs"
@@ -66,4 +80,5 @@ for name in main naive_mse no_reference_kl; do
     [ -d "$run/model-fp16" ] && { tar cf "$OUT/$name-fp16.tar" -C "$run" model-fp16; break; }
   done
 done
-cat "$RESULTS/ablation.md" 2>/dev/null
+if [ "$complete" = 1 ]; then cat "$RESULTS/ablation.md" 2>/dev/null
+else echo "(no table: the call stopped early, and each seed's scoring wrote only its own finished runs)"; fi

@@ -11,8 +11,9 @@ computed. Arms, joined with ``+`` (``upsample+cdt``):
 * ``cdt`` — Inductor's coordinate-descent tuning of its Triton kernels' block sizes (longer compilation);
 * ``autotune`` — Inductor's ``max_autotune``: Triton templates timed against cuDNN and cuBLAS for each
   convolution and matmul shape (much longer compilation);
-* ``glue`` — ``torch.compile`` of the loss functions between the compiled networks (ABMSE, the perceptual
-  composites, both KLs, the reference composites), which otherwise run as one unfused kernel per operation.
+* ``glue`` — ``torch.compile`` of the loss functions around the compiled networks (ABMSE, the whole perceptual
+  term with its composites and its call of the already compiled LPIPS, both KLs, the reference composites), whose
+  operations otherwise run as one unfused kernel each.
 
     python benchmarks/step_ab.py --arms base,upsample,upsample+cdt --row optimised:embedded:8 --json runs/ab.json
 
@@ -25,13 +26,16 @@ import argparse
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from alphavae.imageio import atomic_write
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import DEFAULT_OPTIMISED, host, run_row  # noqa: E402  (the script beside this one)
+from train_speed import DEFAULT_OPTIMISED, TIMED_STEPS, WARMUP_STEPS, host, run_row  # noqa: E402  (beside this one)
 
 def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
     """Nearest 2× upsampling of ``(N, C, H, W)`` as a broadcast, in ``x``'s memory layout (channels_last stays so)."""
@@ -42,22 +46,21 @@ def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
     return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
 
 
-class _FunctionalWithBroadcastUpsample:
-    """``torch.nn.functional`` for diffusers' upsampling module, with nearest 2× upsampling by broadcast."""
-
-    def __getattr__(self, name: str):
-        return getattr(F, name)
-
-    @staticmethod
-    def interpolate(x, size=None, scale_factor=None, mode="nearest", **kwargs):
-        if mode == "nearest" and size is None and scale_factor == 2.0 and x.dim() == 4 and not kwargs:
-            return upsample_nearest2x(x)
-        return F.interpolate(x, size=size, scale_factor=scale_factor, mode=mode, **kwargs)
+def _interpolate(x, size=None, scale_factor=None, mode="nearest", **kwargs):
+    """``F.interpolate``, with nearest 2× upsampling of a 4-d tensor by :func:`upsample_nearest2x`."""
+    if mode == "nearest" and size is None and scale_factor == 2.0 and x.dim() == 4 and not kwargs:
+        return upsample_nearest2x(x)
+    return F.interpolate(x, size=size, scale_factor=scale_factor, mode=mode, **kwargs)
 
 
 def _broadcast_upsample() -> None:
+    """diffusers' upsampling module gets its own ``torch.nn.functional`` (a module, which torch.compile traces
+    through), whose ``interpolate`` is :func:`_interpolate`."""
     from diffusers.models import upsampling
-    upsampling.F = _FunctionalWithBroadcastUpsample()
+    functional = types.ModuleType("functional_with_broadcast_upsample")
+    functional.__dict__.update(F.__dict__)
+    functional.interpolate = _interpolate
+    upsampling.F = functional
 
 
 def _inductor(flag: str):
@@ -83,8 +86,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arms", default="base,upsample", help="comma-separated arms (parts joined with '+')")
     parser.add_argument("--row", default="optimised:embedded:8", help="the train_speed.py row every arm times")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=TIMED_STEPS)
+    parser.add_argument("--warmup", type=int, default=WARMUP_STEPS)
     parser.add_argument("--lpips-net", default="vgg", choices=("vgg", "alex"))
     parser.add_argument("--timeout", type=float, default=420, help="seconds an arm may take, compilation included")
     parser.add_argument("--json", type=Path)
@@ -114,11 +117,12 @@ def main() -> None:
             print(f"{arm}: failed (exit {done.returncode})\n{done.stderr[-2000:]}", flush=True)
             continue
         r = json.loads(lines[-1][4:])
-        rows.append({**r, "machine": machine, "host": host(), "command": "python benchmarks/step_ab.py " + " ".join(sys.argv[1:])})
+        rows.append({**r, "machine": machine, "host": host(), "torch": torch.__version__,
+                     "command": "python benchmarks/step_ab.py " + " ".join(sys.argv[1:])})
         print(f"{arm:20s} {r['images_per_s']:8.1f} img/s  {r['step_ms']:7.2f} ms  peak {r['peak_memory_gib'] or 0:5.2f} GiB  "
               f"warm-up {r['warmup_s']:6.1f} s  first total {r['first_step_total']:.6g}", flush=True)
-        if args.json is not None:
-            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        if args.json is not None:  # after every arm: a call cut short keeps the arms it timed
+            atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1) + "\n"))
 
 
 if __name__ == "__main__":

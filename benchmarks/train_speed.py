@@ -98,6 +98,7 @@ def official_step(setup, batch: torch.Tensor, step: int) -> dict[str, float]:
 #: What the ``optimised`` row switches on: config keys ``compile`` and ``cuda_graphs``.
 OPTIMISED = {"graphs": ("off", "on"), "compile+graphs": ("on", "on"), "compile": ("on", "off")}
 DEFAULT_OPTIMISED = "compile+graphs"  # what the trainer does on one GPU
+TIMED_STEPS, WARMUP_STEPS = 20, 5  # per row: steps timed, after steps of warm-up (compilation happens there)
 
 
 def prepare_row(row: str, n_batches: int, lpips_net: str, optimised: str = DEFAULT_OPTIMISED):
@@ -237,7 +238,10 @@ def print_profile(step, steps: range, sync) -> None:
             step(i)
         sync()
     events = prof.key_averages()
-    gpu_us = sum(e.self_device_time_total for e in events)
+    # kernels only, as the table's "Self CUDA time total": a compiled graph's call is a user annotation whose device
+    # time spans its kernels, so summing every event counts those kernels twice
+    gpu_us = sum(e.self_device_time_total for e in events
+                 if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation)
     print(f"profile: {gpu_us / 1e3 / len(steps):.1f} ms of GPU time per step over {len(steps)} steps", file=sys.stderr)
     print(events.table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70), file=sys.stderr)
     print("the same by operator and input shapes (eager and compiled parts; a CUDA graph's replay has no operators):",
@@ -298,8 +302,8 @@ def save(rows: list[dict], path: Path | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated name:model:batch (default: all nine)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
-    parser.add_argument("--warmup", type=int, default=5, help="steps before timing (compilation happens here)")
+    parser.add_argument("--steps", type=int, default=TIMED_STEPS, help="timed steps per row")
+    parser.add_argument("--warmup", type=int, default=WARMUP_STEPS, help="steps before timing (compilation happens here)")
     parser.add_argument("--lpips-net", default="vgg", choices=("vgg", "alex"))
     parser.add_argument("--optimised", default=DEFAULT_OPTIMISED, choices=tuple(OPTIMISED),
                         help="what the optimised rows switch on (default: what the trainer does on a GPU)")

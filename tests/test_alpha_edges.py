@@ -34,5 +34,15 @@ def test_error_splits_between_the_band_and_the_rest():
     assert r["edge_error_pct"] == pytest.approx(100 * 1.0 / 1.01)
     assert r["edge_pixels_pct"] == pytest.approx(100 * 32 / 144)
     assert r["edge_psnr"] == pytest.approx(10 * math.log10(32 / 1.0), abs=1e-4)
-    assert r["interior_psnr"] == pytest.approx(10 * math.log10(112 / 0.01), abs=1e-4)
+    assert r["off_band_psnr"] == pytest.approx(10 * math.log10(112 / 0.01), abs=1e-4)
     assert r["alpha_psnr"] == pytest.approx(10 * math.log10(144 / 1.01), abs=1e-4)
+
+
+def test_an_image_without_error_in_a_region_is_left_out_of_that_mean_and_counted():
+    alpha = _square()
+    pred = alpha.clone()
+    pred[0, :, 4, 4:8] = 0.5  # only the first image has an error, and only on the band
+    r = split_error(pred, alpha, 1)
+    assert (r["alpha_images"], r["edge_images"], r["off_band_images"]) == (1, 1, 0)
+    assert r["edge_psnr"] == pytest.approx(10 * math.log10(32 / 1.0), abs=1e-4)
+    assert math.isnan(r["off_band_psnr"])

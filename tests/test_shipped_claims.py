@@ -328,12 +328,17 @@ def test_rgb_vae_card_parameter_count_and_scaling_factor():
 
 def test_readme_seed0_ablation_figures_are_the_scored_runs():
     """The README quotes a few seed-0 runs of the 5,000-step ablation before its table is made: each figure is
-    that run's ``score.json`` in ``benchmarks/results/ablation_runs/``, and the run count is the folders there."""
+    that run's ``score.json`` in ``benchmarks/results/ablation_runs/``; the runs done are the scored ones there,
+    out of every variant × seed of ``configs/ablation.json``."""
+    from alphavae.training.ablation import load_ablation
+    ablation = load_ablation(ROOT / "configs" / "ablation.json")
     runs = ROOT / "benchmarks" / "results" / "ablation_runs"
     text = " ".join(README.split())
     where = "README (ablation re-run)"
-    done = len(list(runs.glob("*/seed-*/score.json")))
-    assert _find(text, r"has {N} of its 24 runs", where).group(1) == str(done), f"{where}: {done} runs are scored"
+    done, total = _find(text, r"\({N} runs:", where).group(1), len(ablation.variants) * len(ablation.seeds)
+    assert done == str(total), f"{where}: the ablation has {total} runs (configs/ablation.json), README says {done}"
+    scored = len(list(runs.glob("*/seed-*/score.json")))
+    assert _find(text, rf"has {{N}} of its {total} runs", where).group(1) == str(scored), f"{where}: {scored} runs are scored"
     for label, variant in (("`main`", "main"), ("without GAN", "no_gan"), ("naive MSE", "naive_mse")):
         numbers = json.loads((runs / variant / "seed-0" / "score.json").read_text())["numbers"]
         m = _find(text, re.escape(label) + r" {N} dB, α {N}" if label == "`main`" else re.escape(label) + r" {N}, α {N}",

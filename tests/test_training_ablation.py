@@ -273,9 +273,10 @@ def test_one_given_seed_says_there_are_no_intervals(ablation_dir):
 
 
 def test_runs_trained_in_separate_calls_make_one_table_without_their_models(ablation_dir, capsys):
-    """``--variants``: one call trains and scores only some runs; each keeps ``score.json``, and the first seed a call
-    scores keeps ``pictures.png`` (a row's strip is its first seed's). A later command finds every run scored, trains nothing (the models are gone, as when only the small folders
-    come back from a GPU call) and writes the table the runs would have given together."""
+    """``--variants``: one call trains and scores only some runs; each keeps ``score.json``, and the first seed a
+    call scores keeps ``pictures.png`` (a row's strip is its first seed's). A later command finds every run scored,
+    trains nothing (the models are gone, as when only the small folders come back from a GPU call) and writes the
+    table the runs would have given together, also when a first seed was scored as a later one (no strip)."""
     path = use_variants(ablation_dir, ("main", "naive_mse"), seeds=[0, 1])
     runs, results = ablation_dir / "runs", ablation_dir / "results"
     first = run_ablation(path, runs, results, overrides={"steps": 1}, seeds=[0], variants=["naive_mse"])
@@ -299,6 +300,11 @@ def test_runs_trained_in_separate_calls_make_one_table_without_their_models(abla
     assert rows["naive_mse"]["seeds"]["0"]["mean"] == scored[runs / "naive_mse" / "seed-0"]["numbers"]["mean"]
     assert "vs_main" in rows["naive_mse"] and "| naive_mse |" in table.split("Difference")[1]
     assert load_rgba(results / "ablation_recon" / "naive_mse.png").shape == (4, 32, 64)
+    (runs / "naive_mse" / "seed-0" / "pictures.png").unlink()  # as if seed 0 had been scored second in its call
+    run_ablation(path, runs, results, overrides={"steps": 1})
+    again = json.loads((results / "ablation.json").read_text())
+    assert next(r for r in again["rows"] if r["name"] == "naive_mse")["seeds"] == rows["naive_mse"]["seeds"]
+    assert load_rgba(results / "ablation_recon" / "naive_mse.png").shape == (4, 32, 64)  # the strip made before stays
     # A score made on other held-out images cannot stand in for a model that is gone: one line naming the file.
     score_file = runs / "main" / "seed-1" / "score.json"
     score = json.loads(score_file.read_text())

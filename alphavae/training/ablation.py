@@ -15,10 +15,11 @@ each mean and the paired difference from ``main`` (:mod:`alphavae.training.ablat
 are deterministic and computed once; strips and gradient shares are those of the first seed.
 
 Across GPU calls: each scored run keeps its numbers in ``OUTPUT/<variant>/seed-<s>/score.json`` (with the
-held-out file names it was scored on) and its picture strip in ``pictures.png``. A run with a score needs no
+held-out file names it was scored on), and its picture strip in ``pictures.png`` when it was the first seed its
+scoring call scored (a row's strip is its first seed's). A run with a score needs no
 model: it is neither trained nor scored again, so runs trained in different calls (``variants`` selects some,
 ``--variants``) are collected into one table from their small folders (``benchmarks/results/ablation_runs/``, outside
-the wheel). Only a variant's first seed keeps ``pictures.png``: its strip is the row's picture.
+the wheel).
 
 The ceiling: for each of the 9 backgrounds, the RGB VAE reconstructs the opaque composite of the target over
 that background, scored against that composite — what the RGB VAE achieves when it never has to model alpha.
@@ -243,12 +244,13 @@ def _score_run(folder: Path, targets: torch.Tensor, heldout: list[str], picks: l
     """One run's numbers (a row's sections, its speed and last loss), its trainer notes and its picture strip.
 
     Read from the run's ``score.json`` when that was scored on the same held-out images with the same LPIPS
-    availability; otherwise scored from its ``model/`` and written there (with ``pictures.png``)."""
+    availability; otherwise scored from its ``model/`` and written there (with ``pictures.png`` when ``picks`` are
+    given). A run scored as a later seed has no ``pictures.png``: its strip is None, and the row keeps its old one."""
     cached, run_json = folder / SCORE_FILE, folder / "run.json"
     if cached.exists():
         score = read_json(cached, "ablation run score")
         if score.get("heldout") == heldout and score.get("lpips") == (lpips_model is not None):
-            strip = load_rgba(folder / PICTURES_FILE) if picks else None
+            strip = load_rgba(folder / PICTURES_FILE) if picks and (folder / PICTURES_FILE).exists() else None
             return score["numbers"], score["notes"], strip
         if not (folder / "model").is_dir():
             raise ConfigError(f"{cached}: scored on other held-out images (or LPIPS availability) and its model/ is "
