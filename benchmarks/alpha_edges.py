@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from alphavae.imageio import atomic_write, list_images
+from alphavae.imageio import atomic_write
 from alphavae.metric.alpha import psnr
-from alphavae.paths import configs_dir
-from alphavae.training.data import RGBAFolder, train_and_heldout
 from alphavae.vae.loading import load_vae, torch_device
 from alphavae.vae.reconstruct import reconstruct
 
-SIZE = 256
-BATCH = 16
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout_quality import BATCH, image_sets, load_set  # noqa: E402  (the sets heldout_quality.py scores)
 
 
 def edge_band(alpha: torch.Tensor, band: int) -> torch.Tensor:
@@ -65,21 +64,18 @@ def main() -> None:
         parser.error(f"--band {args.band}: must be at least 1 (0 pixels would make an empty band)")
     device = torch_device(args.device)
     vae = load_vae(args.vae, device=device)
-    _, heldout = train_and_heldout("rgba-train", str(configs_dir() / "split-rgba-train.json"), None)
-    sets = {"openclipart held-out": heldout}
-    if args.ood is not None:
-        files = list_images(args.ood)
-        if not files:
-            parser.error(f"--ood {args.ood}: no images there")
-        sets["out of domain"] = files
-    print(f"{'set':22s} {'n':>4s} {'α PSNR':>7s} {'edges':>7s} {'off band':>8s} {'edge px %':>9s} {'edge err %':>10s}")
+    try:
+        sets = image_sets(args.ood)
+    except ValueError as err:
+        parser.error(str(err))
+    print(f"{'set':28s} {'n':>4s} {'α PSNR':>7s} {'edges':>7s} {'off band':>8s} {'edge px %':>9s} {'edge err %':>10s}")
     table = {"vae": args.vae, "band": args.band, "sets": {}}
     for name, files in sets.items():
-        images = RGBAFolder(files[0].parent, size=SIZE, files=files).load_all()
+        images = load_set(files)
         recon = reconstruct(vae, images, BATCH)
         r = split_error(recon[:, 3:4].float().cpu(), images[:, 3:4], args.band)
         table["sets"][name] = {"n": len(files), **r}
-        print(f"{name:22s} {len(files):4d} {r['alpha_psnr']:7.2f} {r['edge_psnr']:7.2f} {r['off_band_psnr']:8.2f} "
+        print(f"{name:28s} {len(files):4d} {r['alpha_psnr']:7.2f} {r['edge_psnr']:7.2f} {r['off_band_psnr']:8.2f} "
               f"{r['edge_pixels_pct']:9.1f} {r['edge_error_pct']:10.1f}", flush=True)
         left_out = {k.removesuffix("_images"): len(files) - v for k, v in r.items() if k.endswith("_images") and v < len(files)}
         if left_out:

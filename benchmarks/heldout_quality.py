@@ -46,6 +46,18 @@ WHITE = (1.0, 1.0, 1.0)
 ISSUE_BICUBIC_FACTOR = 8 * math.sqrt(3 / 4)
 
 
+def image_sets(ood: Path | None, heldout: bool = True) -> dict[str, list[Path]]:
+    """The sets to score, by name: the openclipart held-out split (``heldout``) and the images under ``ood``."""
+    sets = {"openclipart held-out": train_and_heldout("rgba-train", str(configs_dir() / "split-rgba-train.json"))[1]
+            } if heldout else {}
+    if ood is not None:
+        files = list_images(ood)
+        if not files:
+            raise ValueError(f"--ood {ood}: no images there")
+        sets[f"out-of-domain ({ood.name})"] = files
+    return sets
+
+
 def load_set(files: list[Path]) -> torch.Tensor:
     """``(N, 4, SIZE, SIZE)`` straight-alpha images in [0, 1]."""
     return RGBAFolder(files[0].parent, size=SIZE, files=files).load_all()
@@ -100,12 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="written after each set (a stopped run keeps what it scored)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    sets = {} if args.no_heldout else {
-        "openclipart held-out": train_and_heldout("rgba-train", str(configs_dir() / "split-rgba-train.json"))[1]}
     if args.ood is None and args.no_heldout:
         parser.error("--no-heldout needs --ood DIR")
-    if args.ood is not None:
-        sets[f"out-of-domain ({args.ood.name})"] = list_images(args.ood)
+    try:
+        sets = image_sets(args.ood, heldout=not args.no_heldout)
+    except ValueError as err:
+        parser.error(str(err))
     device = torch_device(args.device)
     rgb_vae, lpips = load_vae(args.rgb, device=device), load_lpips("alex", device)
     rgba_vae = None if args.no_rgba else load_vae(args.rgba, device=device)
