@@ -14,8 +14,8 @@
 # rest is trained. RUNS (runs/ablation) is git-ignored, so an unfinished run's checkpoints stay on a warm machine
 # between calls, which re-copy the tracked tree. On this CPU, RUNS=benchmarks/results/ablation_runs makes the table
 # alone once every run is scored.
-# When ABLATION_TIMEOUT stops the training, the runs that finished (seed-<s> folders) are scored, seed by seed, until CALL_LIMIT
-# seconds (570: the device's 600 less the packing) from the script's start, so a call cut short loses only its
+# When ABLATION_TIMEOUT stops the training, the runs that finished (seed-<s> folders) are scored, seed by seed,
+# until CALL_LIMIT seconds (570: the device's 600 less the packing) from the script's start, so a call cut short loses only its
 # unfinished runs; re-run the same command on the same warm machine to resume those.
 # MPS=1 starts NVIDIA's multi-process service first, so that the JOBS processes can share the GPU's SMs (stop 24: four
 # runs at once under MPS trained 468 images/s together on one H100; MPS off was not measured beside it).

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU call that makes an RGBA VAE (issue 16): fine-tune $CONFIG (default `configs/main.json`; the shipped
 # embedded-rgba is CONFIG=configs/free_alpha_overshoot.json) from today's `embedded` (5,000 steps with LPIPS-Alex:
-# 7.1 min on an H200 with the eager step, 2 min 33 s on an H100 with the compiled one), then score it on the held-out split and an out-of-domain set
-# on the GPU (`benchmarks/heldout_quality.py --device auto`: seconds there, half an hour on a 2-core CPU).
+# 7.1 min on an H200 with the eager step, 2 min 33 s on an H100 with the compiled one), then score it on the held-out
+# split and an out-of-domain set on the GPU (`benchmarks/heldout_quality.py --device auto`: seconds there, half an hour on a 2-core CPU).
 # Needs the training images under $ALPHAVAE_SHARED_DATA/rgba-train and LPIPS-Alex in $ALPHAVAE_CACHE (`alphavae
 # weights fetch --half`); OOD=DIR (e.g. .gpu/ood-rgba from scripts/rebuild_ood_rgba.py) adds the out-of-domain set.
 # LPIPS_NET=alex trains the perceptual term with LPIPS-Alex where VGG16's 29 MB cannot travel with the call.

@@ -339,9 +339,9 @@ def test_readme_seed0_ablation_figures_are_the_scored_runs():
     assert done == str(total), f"{where}: the ablation has {total} runs (configs/ablation.json), README says {done}"
     scored = len(list(runs.glob("*/seed-*/score.json")))
     assert _find(text, rf"has {{N}} of its {total} runs", where).group(1) == str(scored), f"{where}: {scored} runs are scored"
-    for label, variant in (("`main`", "main"), ("without GAN", "no_gan"), ("naive MSE", "naive_mse")):
+    for claim, variant in (("`main` {N} dB, α {N}", "main"), ("without GAN {N}, α {N}", "no_gan"),
+                           ("naive MSE {N}, α {N}", "naive_mse")):
         numbers = json.loads((runs / variant / "seed-0" / "score.json").read_text())["numbers"]
-        m = _find(text, re.escape(label) + r" {N} dB, α {N}" if label == "`main`" else re.escape(label) + r" {N}, α {N}",
-                  where)
+        m = _find(text, claim, where)
         _printed(m.group(1), numbers["mean"]["psnr"], where=f"{where}, {variant}")
         _printed(m.group(2), numbers["alpha"]["psnr"], where=f"{where}, {variant}")

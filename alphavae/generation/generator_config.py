@@ -64,8 +64,9 @@ class GeneratorConfig:
     num_inference_steps: int = 25
     device: str = "auto"
     # torch.compile of the UNet: the eager step of the 3.9 M-parameter default ran 16.7 steps/s at batch 128 on an H200
-    # (benchmarks/NOTES.md "Stop 17"), likely launch-bound. Compiled, it trained the shipped generator on an H100 (stop 23:
-    # three runs sharing the card, about 20 steps/s each), but it has not been timed alone against eager: off by default.
+    # (benchmarks/NOTES.md "Stop 17"), likely launch-bound. Compiled, it trained the shipped generator on an H100
+    # (stop 23: three runs sharing the card, about 20 steps/s each), but it has not been timed alone against eager:
+    # off by default.
     compile: bool = False
     notes: list[str] = field(default_factory=list)
 

@@ -54,9 +54,9 @@ def hold_saturated_alpha(pred: torch.Tensor, target: torch.Tensor) -> torch.Tens
     Every output is clamped to [0, 1] before anyone sees it, so overshooting a saturated alpha is no error, yet a
     loss on the raw output penalises it as one. A decoder trained that way centres such pixels on the bound, and
     some fall inside and read as soft alpha (measured, benchmarks/NOTES.md "Stop 20": 12 % of the transparent and
-    34 % of the opaque pixels of the RGBA VAE shipped until stop 23, trained without it). Held, the overshoot costs nothing and gets no gradient, so
-    saturated pixels may settle past the bound and clamp to exact 0 or 1. Undershoot, the error the clamp keeps,
-    is penalised as before (``LossWeights.free_alpha_overshoot``, method.md §3.1).
+    34 % of the opaque pixels of the RGBA VAE shipped until stop 23, trained without it). Held, the overshoot costs
+    nothing and gets no gradient, so saturated pixels may settle past the bound and clamp to exact 0 or 1.
+    Undershoot, the error the clamp keeps, is penalised as before (``LossWeights.free_alpha_overshoot``, method.md §3.1).
     """
     a, t = pred[..., 3:4, :, :], target[..., 3:4, :, :]
     low, high = t <= SATURATION_TOLERANCE - 1, t >= 1 - SATURATION_TOLERANCE

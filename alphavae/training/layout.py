@@ -29,8 +29,8 @@ class LayoutKeepingGroupNorm(nn.GroupNorm):
     16 channels at a time with a stride of C. The output is ``x·a + b`` with ``a = γ/σ_g`` and ``b = β − μ_g·a``,
     the fused parameters of PyTorch's CUDA kernel (``ComputeFusedParamsCUDAKernel``), so it rounds as that kernel
     does: a few fp32 ulps of ``x·a`` (3e-4 where the mean is 2,000 times the spread, against fp64). Centring first,
-    ``(x − μ)·a + β``, rounds less there (9e-5) but made the compiled SD step 7 % slower (251.1 against 233.7 ms, one H100,
-    benchmarks/NOTES.md "Stop 23"). Computed in fp32; returned in fp32 under autocast (as CUDA's autocast runs
+    ``(x − μ)·a + β``, rounds less there (9e-5) but made the compiled SD step 7 % slower (251.1 against 233.7 ms,
+    one H100, benchmarks/NOTES.md "Stop 23"). Computed in fp32; returned in fp32 under autocast (as CUDA's autocast runs
     group norm), else in the input's dtype.
     """
 
