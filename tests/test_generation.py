@@ -24,9 +24,9 @@ from alphavae.vae.conversion import convert_to_rgba
 from alphavae.paths import data_dir, sample_dir
 from alphavae.generation.evaluate import FEATURE_BACKGROUNDS, alpha_statistics, distribution_distances, evaluate_generation, results_markdown
 from alphavae.metric.backbones import vgg16_features
-from alphavae.generation.sampler import GeneratorLoadError, build_unet, generate_with, load_generator
-from alphavae.generation.train import GeneratorConfig, train_generator
-from alphavae.training.splits import make_split, write_split
+from alphavae.generation.sampler import GeneratorLoadError, LatentGenerator, build_unet, class_labels, generate_with, load_generator
+from alphavae.generation.train import GeneratorConfig, category_of, train_generator
+from alphavae.training.splits import make_split, read_split, split_files, write_split
 
 
 def tiny_rgb_vae():
@@ -68,6 +68,29 @@ def test_generator_folder_is_fp16_and_names_its_vae_and_classes(tiny_run):
     digest = hashlib.sha256((folder / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
     assert f"sha256 `{digest}`" in card  # the card names the weights written beside it
     assert f"STEPS={config.steps} " in card  # the comparison command repeats this model's schedule
+
+
+def test_the_generator_records_its_class_counts_and_draws_unasked_classes_by_them(tiny_run):
+    """Without --class, labels follow the training images' class shares (so a comparison with held-out data of
+    the same mix is fair); a generator without counts draws uniformly; bad counts are a one-line error."""
+    root, config, folder = tiny_run
+    info = json.loads((folder / "generator.json").read_text())
+    train_files, _ = split_files(sample_dir(), read_split(root / "split.json"))
+    categories = [category_of(p, sample_dir()) for p in train_files]
+    assert info["class_counts"] == [categories.count(n) for n in info["class_names"]]
+    assert sum(info["class_counts"]) == len(train_files) == info["n_train_images"]
+
+    def labels_for(counts):
+        fake = LatentGenerator(unet=None, scheduler=None, vae=None, info={"class_names": ["a", "b", "c"], "class_counts": counts})
+        return class_labels(fake, 3000, None, seed=0)
+
+    drawn = labels_for([1, 0, 3]).bincount(minlength=3)
+    assert drawn[1] == 0 and 2.5 < drawn[2] / drawn[0] < 3.5  # 3:1, never the empty class
+    assert torch.equal(labels_for([1, 0, 3]), labels_for([1, 0, 3]))  # the seed fixes them
+    uniform = labels_for(None).bincount(minlength=3)
+    assert uniform.min() > 900  # no counts recorded: uniform
+    with pytest.raises(ValueError, match="class_counts"):
+        labels_for([1, 2])
 
 
 def test_resume_continues_exactly_from_the_checkpoint(tiny_run, tmp_path):

@@ -111,6 +111,11 @@ class LatentGenerator:
         return list(self.info.get("class_names") or [])
 
     @property
+    def class_counts(self) -> list[int]:
+        """Training images per class, aligned with :attr:`class_names` (empty for a model that did not record them)."""
+        return list(self.info.get("class_counts") or [])
+
+    @property
     def device(self) -> torch.device:
         return self.unet.device
 
@@ -233,14 +238,25 @@ def load_generator(spec: str = "embedded-generator", device: str | torch.device 
 
 
 def class_labels(generator: LatentGenerator, n: int, classes: list[str] | str | None, seed: int) -> torch.Tensor | None:
-    """Class indices for ``n`` samples: one name for all, a list cycled, or ``None`` → drawn uniformly with ``seed``."""
+    """Class indices for ``n`` samples: one name for all, a list cycled, or ``None`` → drawn with ``seed``.
+
+    ``None`` draws each class with its share of the training images (``class_counts`` in ``generator.json``), so
+    that samples are compared with held-out data of the same mix (benchmarks/NOTES.md, stop 24: FD-VGG16 20.95
+    against 21.67 for uniform draws); a generator that did not record its counts draws uniformly.
+    """
     names = generator.class_names
     if not names:
         if classes:
             raise ValueError(f"--class {classes}: this generator is unconditional")
         return None
     if classes is None:
-        return torch.randint(len(names), (n,), generator=torch.Generator().manual_seed(seed + 1))
+        rng = torch.Generator().manual_seed(seed + 1)
+        counts = generator.class_counts
+        if not counts:
+            return torch.randint(len(names), (n,), generator=rng)
+        if len(counts) != len(names) or min(counts) < 0 or sum(counts) <= 0:
+            raise ValueError(f"generator.json: class_counts {counts} must be {len(names)} non-negative counts, not all 0")
+        return torch.multinomial(torch.tensor(counts, dtype=torch.float64), n, replacement=True, generator=rng)
     wanted = [classes] if isinstance(classes, str) else list(classes)
     unknown = [c for c in wanted if c not in names]
     if unknown or not wanted:

@@ -156,6 +156,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
     train_files, _ = split_files(root, read_split(config.split or DEFAULT_SPLIT))
     class_names = sorted({category_of(p, root) for p in train_files}) if config.class_conditional else []
     labels = torch.tensor([class_names.index(category_of(p, root)) for p in train_files]) if class_names else None
+    class_counts = labels.bincount(minlength=len(class_names)).tolist() if labels is not None else []
 
     vae = load_vae(config.vae, device=device)
     if vae.config.in_channels != 4:
@@ -255,7 +256,9 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
     ema.copy_to(unet.parameters())
     unet.eval()
     info = {
-        "vae": config.vae, "vae_sha256": weights_sha256(config.vae), "class_names": class_names, "image_size": config.image_size,
+        "vae": config.vae, "vae_sha256": weights_sha256(config.vae), "class_names": class_names,
+        "class_counts": class_counts,
+        "image_size": config.image_size,
         "shift_factor": shift, "scaling_factor": scale, "guidance_scale": config.guidance_scale,
         "num_inference_steps": config.num_inference_steps, "sampler": "DPMSolverMultistepScheduler (dpmsolver++, trailing spacing)",
         "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",
