@@ -339,9 +339,13 @@ def test_readme_seed0_ablation_figures_are_the_scored_runs():
     assert done == str(total), f"{where}: the ablation has {total} runs (configs/ablation.json), README says {done}"
     scored = len(list(runs.glob("*/seed-*/score.json")))
     assert _find(text, rf"has {{N}} of its {total} runs", where).group(1) == str(scored), f"{where}: {scored} runs are scored"
-    for claim, variant in (("`main` {N} dB, α {N}", "main"), ("without GAN {N}, α {N}", "no_gan"),
-                           ("naive MSE {N}, α {N}", "naive_mse")):
+    psnr, alpha, soft = ("mean", "psnr"), ("alpha", "psnr"), ("alpha", "soft_pct")
+    for claim, variant, keys in (("`main` {N} dB, α {N}, soft α {N} %", "main", (psnr, alpha, soft)),
+                                 ("without GAN {N}, α {N}", "no_gan", (psnr, alpha)),
+                                 ("naive MSE {N}, α {N}", "naive_mse", (psnr, alpha)),
+                                 ("alpha overshoot left free {N}, α {N}, soft α {N} %", "free_alpha_overshoot",
+                                  (psnr, alpha, soft))):
         numbers = json.loads((runs / variant / "seed-0" / "score.json").read_text())["numbers"]
         m = _find(text, claim, where)
-        _printed(m.group(1), numbers["mean"]["psnr"], where=f"{where}, {variant}")
-        _printed(m.group(2), numbers["alpha"]["psnr"], where=f"{where}, {variant}")
+        for group, (part, key) in enumerate(keys, start=1):
+            _printed(m.group(group), numbers[part][key], where=f"{where}, {variant} {part} {key}")
