@@ -2,22 +2,18 @@
 
 Issue 15's last bar is the embedded VAE at batch 8 (≥ 344 images/s). The stop-24 profile (benchmarks/NOTES.md) found
 the step GPU-bound with a flat kernel list, so each candidate here changes how kernels are made, not what is
-computed. Arms, joined with ``+`` (``upsample+cdt``):
+computed. Arms, joined with ``+`` (``cdt+autotune``):
 
 * ``base`` — the optimised step as the trainer runs it (``benchmarks/train_speed.py``'s optimised row);
-* ``upsample`` — the VAE decoder's nearest 2× upsampling as a broadcast, whose backward is a sum over each 2×2
-  block, instead of ``interpolate``, whose backward Inductor makes a scatter-add (``index_put`` with accumulate:
-  0.69 ms of the 26.3 ms step in that profile). The forward values are the same;
 * ``cdt`` — Inductor's coordinate-descent tuning of its Triton kernels' block sizes (longer compilation);
 * ``autotune`` — Inductor's ``max_autotune``: Triton templates timed against cuDNN and cuBLAS for each
-  convolution and matmul shape (much longer compilation);
-* ``glue`` — ``torch.compile`` of the loss functions around the compiled networks (ABMSE, the whole perceptual
-  term with its composites and its call of the already compiled LPIPS, both KLs, the reference composites), whose
-  operations otherwise run as one unfused kernel each.
+  convolution and matmul shape (much longer compilation: not done within 540 s on one H100 in stop 25).
 
-    python benchmarks/step_ab.py --arms base,upsample,upsample+cdt --row optimised:embedded:8 --json runs/ab.json
+    python benchmarks/step_ab.py --arms base,cdt --row optimised:embedded:8 --json runs/ab.json
 
-An arm that wins moves into ``alphavae`` (and out of this list); its timings go to benchmarks/NOTES.md.
+Two arms won on one H100 and moved into ``alphavae`` in stop 25 (benchmarks/NOTES.md): the decoder's upsampling as
+a broadcast (:mod:`alphavae.training.upsampling`) and the loss functions compiled (``GeneratorLoss``'s
+``compile_terms``). An arm that wins moves into ``alphavae`` (and out of this list); its timings go to benchmarks/NOTES.md.
 """
 
 from __future__ import annotations
@@ -26,41 +22,14 @@ import argparse
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from alphavae.imageio import atomic_write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import DEFAULT_OPTIMISED, TIMED_STEPS, WARMUP_STEPS, host, run_row  # noqa: E402  (beside this one)
-
-def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
-    """Nearest 2× upsampling of ``(N, C, H, W)`` as a broadcast, in ``x``'s memory layout (channels_last stays so)."""
-    n, c, h, w = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last):
-        nhwc = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(n, h, 2, w, 2, c)
-        return nhwc.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
-    return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
-
-
-def _interpolate(x, size=None, scale_factor=None, mode="nearest", **kwargs):
-    """``F.interpolate``, with nearest 2× upsampling of a 4-d tensor by :func:`upsample_nearest2x`."""
-    if mode == "nearest" and size is None and scale_factor == 2.0 and x.dim() == 4 and not kwargs:
-        return upsample_nearest2x(x)
-    return F.interpolate(x, size=size, scale_factor=scale_factor, mode=mode, **kwargs)
-
-
-def _broadcast_upsample() -> None:
-    """diffusers' upsampling module gets its own ``torch.nn.functional`` (a module, which torch.compile traces
-    through), whose ``interpolate`` is :func:`_interpolate`."""
-    from diffusers.models import upsampling
-    functional = types.ModuleType("functional_with_broadcast_upsample")
-    functional.__dict__.update(F.__dict__)
-    functional.interpolate = _interpolate
-    upsampling.F = functional
 
 
 def _inductor(flag: str):
@@ -70,21 +39,13 @@ def _inductor(flag: str):
     return switch_on
 
 
-def _compiled_losses() -> None:
-    from alphavae.losses import kl, perceptual, reconstruction
-    for module, name in ((reconstruction, "abmse_loss"), (perceptual, "perceptual_loss"), (kl, "prior_kl"),
-                         (kl, "kl_to_reference"), (kl, "reference_composites")):
-        setattr(module, name, torch.compile(getattr(module, name), dynamic=False))
-
-
 #: What each arm switches on in its process, before the row builds and compiles its networks.
-ARMS = {"base": lambda: None, "upsample": _broadcast_upsample, "cdt": _inductor("coordinate_descent_tuning"),
-        "autotune": _inductor("max_autotune"), "glue": _compiled_losses}
+ARMS = {"base": lambda: None, "cdt": _inductor("coordinate_descent_tuning"), "autotune": _inductor("max_autotune")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arms", default="base,upsample", help="comma-separated arms (parts joined with '+')")
+    parser.add_argument("--arms", default="base,cdt", help="comma-separated arms (parts joined with '+')")
     parser.add_argument("--row", default="optimised:embedded:8", help="the train_speed.py row every arm times")
     parser.add_argument("--steps", type=int, default=TIMED_STEPS)
     parser.add_argument("--warmup", type=int, default=WARMUP_STEPS)

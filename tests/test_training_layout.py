@@ -11,10 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.upsampling import Upsample2D
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 from alphavae.training.layout import LayoutKeepingGroupNorm, keep_channels_last
+from alphavae.training.upsampling import BroadcastUpsample2D
 
 CL = torch.channels_last
 
@@ -121,8 +123,9 @@ def test_every_convolution_gets_channels_last_input_on_a_gpu_after_keep_channels
 
 
 def test_compiled_vaes_keep_channels_last_and_the_others_do_not():
-    """``optimise_networks`` applies the layout with ``torch.compile`` (to the trainable and the reference VAE),
-    and leaves an eager run's networks as they are (the layout-keeping group norm is slower eager)."""
+    """``optimise_networks`` applies the layout with ``torch.compile`` (to the trainable and the reference VAE) and
+    the broadcast upsampling to the trainable decoder, and leaves an eager run's networks as they are (the
+    layout-keeping group norm is slower eager)."""
     from types import SimpleNamespace
 
     from alphavae.training.step import optimise_networks
@@ -136,6 +139,8 @@ def test_compiled_vaes_keep_channels_last_and_the_others_do_not():
         for vae in (model, objective.reference_vae):
             kinds = {type(m) for m in vae.modules() if isinstance(m, nn.GroupNorm)}
             assert kinds == ({LayoutKeepingGroupNorm} if compiled else {nn.GroupNorm})
+        upsamplers = {type(m) for m in model.modules() if isinstance(m, Upsample2D)}
+        assert upsamplers == ({BroadcastUpsample2D} if compiled else {Upsample2D})  # the decoder's, compiled only
 
 
 def test_the_trainers_reference_copy_only_encodes():

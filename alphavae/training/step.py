@@ -25,8 +25,10 @@ the two agree) and differs only in how:
   channels_last, and ``torch.compile`` of the encoder, the decoder but its last layer (:func:`decoder_parts`),
   LPIPS and the discriminator, with the VAEs' activations kept channels_last through their group norms
   (:mod:`alphavae.training.layout`; at SD size on an H100, 51.8 images/s without it in stop 21, and in one call of
-  stop 22 53.0 with its first version, 68.1 with per-channel statistics: benchmarks/NOTES.md);
-  the whole step can then be recorded as CUDA graphs (:mod:`alphavae.training.graphs`).
+  stop 22 53.0 with its first version, 68.1 with per-channel statistics: benchmarks/NOTES.md) and the decoder's
+  upsampling as a broadcast (:mod:`alphavae.training.upsampling`); the loss functions compiled too
+  (:class:`GeneratorLoss`'s ``compile_terms``); the whole step can then be recorded as CUDA graphs
+  (:mod:`alphavae.training.graphs`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from alphavae.losses.augmentation import blend_augment, blend_choices
 from alphavae.losses.compositing import opaque
 from alphavae.losses.objective import AlphaVAEObjective
 from alphavae.training.layout import keep_channels_last
+from alphavae.training.upsampling import broadcast_upsampling
 
 #: Terms that make up L_rec, the numerator of the adaptive weight.
 REC_TERMS = ("reconstruction", "perceptual")
@@ -74,13 +77,21 @@ class GeneratorLoss(nn.Module):
     ``forward(x01, noise, adversarial)`` returns ``(backward_loss, logs, recon)``: ``backward_loss`` has the
     objective's gradient (equal to the loss itself when the adversarial term is off); ``logs`` are detached
     0-dim tensors (``loss/…``, ``weighted/…``, ``adaptive_weight``, ``total``: the true loss value).
+    ``compile_terms`` compiles the loss functions around the networks (the composites, ABMSE or naive MSE, the
+    perceptual term, both KLs), whose element-wise operations otherwise run as one kernel each.
     """
 
-    def __init__(self, vae: AutoencoderKL, objective: AlphaVAEObjective, reduce_mean=None):
+    def __init__(self, vae: AutoencoderKL, objective: AlphaVAEObjective, reduce_mean=None, compile_terms: bool = False):
         super().__init__()
         self.vae = vae
         self.objective = objective  # not a module: its networks are frozen or the discriminator's own
         self.reduce_mean = reduce_mean  # averages a tensor over the processes (None: one process)
+        terms = (kl_terms.reference_composites, objective.reconstruction_term, perc.perceptual_loss,
+                 kl_terms.prior_kl, kl_terms.kl_to_reference)
+        if compile_terms:  # each term's element-wise work fused: +2.7 % on one H100 (benchmarks/NOTES.md, stop 25)
+            terms = tuple(torch.compile(term, dynamic=False) for term in terms)
+        (self.reference_composites, self.reconstruction_term, self.perceptual_loss, self.prior_kl,
+         self.kl_to_reference) = terms
 
     def forward(self, x01: torch.Tensor, noise: torch.Tensor | None, adversarial: bool):
         obj, w = self.objective, self.objective.weights
@@ -89,7 +100,7 @@ class GeneratorLoss(nn.Module):
         with_reference = obj.active("reference_kl")
         encoder_input = [x]
         if with_reference:
-            rgb = kl_terms.reference_composites(x, obj.reference_backgrounds)
+            rgb = self.reference_composites(x, obj.reference_backgrounds)
             encoder_input.append(opaque(rgb))
             with torch.no_grad():  # first, while nothing is held for backward: its buffers stay off the step's peak
                 ref_dtype = next(obj.reference_vae.parameters()).dtype
@@ -100,15 +111,15 @@ class GeneratorLoss(nn.Module):
         recon = obj.seen(self.vae.decode(z).sample.float(), x)  # losses in fp32 even under bf16 autocast
         raw: dict[str, torch.Tensor] = {}
         if obj.active("reconstruction"):
-            raw["reconstruction"] = obj.reconstruction_term(recon, x)
+            raw["reconstruction"] = self.reconstruction_term(recon, x)
         if obj.active("perceptual"):
-            raw["perceptual"] = perc.perceptual_loss(recon, x, obj.lpips_model, obj.perceptual_backgrounds,
+            raw["perceptual"] = self.perceptual_loss(recon, x, obj.lpips_model, obj.perceptual_backgrounds,
                                                      w.perceptual_reduction)
         if obj.active("prior_kl"):
-            raw["prior_kl"] = kl_terms.prior_kl(posterior)
+            raw["prior_kl"] = self.prior_kl(posterior)
         if with_reference:
             q = DiagonalGaussianDistribution(moments[n:])
-            raw["reference_kl"] = kl_terms.kl_to_reference(q, reference, len(obj.reference_backgrounds))
+            raw["reference_kl"] = self.kl_to_reference(q, reference, len(obj.reference_backgrounds))
         weighted = {term: getattr(w, term) * value for term, value in raw.items()}
         loss = sum(weighted.values(), start=recon.new_zeros(()))
         backward_loss = loss
@@ -169,7 +180,8 @@ def optimise_networks(model: AutoencoderKL, objective: AlphaVAEObjective, compil
     channels_last and ``torch.compile`` of the trainable encoder and decoder, the discriminator, LPIPS and the
     reference encoder, whose VAEs keep channels_last through their group norms (:func:`keep_channels_last`: their
     GroupNorm modules change class and their 1×1 convolutions get a pre-hook, in place on ``model``, which the
-    returned model keeps; state-dict keys do not change). Returns notes for ``run.json``."""
+    returned model keeps; state-dict keys do not change), and whose decoder upsamples by a broadcast
+    (:func:`broadcast_upsampling`, also a change of class). Returns notes for ``run.json``."""
     notes = []
     if frozen_dtype is not None or compile_networks:  # own copies: the loaders cache and share these networks
         objective.reference_vae = encoder_copy(objective.reference_vae)
@@ -187,13 +199,15 @@ def optimise_networks(model: AutoencoderKL, objective: AlphaVAEObjective, compil
         for vae in (model, objective.reference_vae):  # before the first (compiling) call
             if vae is not None:
                 keep_channels_last(vae)
+        broadcast_upsampling(model.decoder)
         parts = [model.encoder, *decoder_parts(model), objective.discriminator, objective.lpips_model,
                  objective.reference_vae.encoder if objective.reference_vae is not None else None]
         for part in parts:
             if part is not None:
                 part.compile(dynamic=False)
         notes.append("torch.compile of the encoder, the decoder up to its last layer, the discriminator, LPIPS and the "
-                     "reference encoder; channels_last, kept through the VAEs' group norms")
+                     "reference encoder; channels_last, kept through the VAEs' group norms; the decoder's nearest "
+                     "upsampling as a broadcast")
     return notes
 
 
