@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, help="folder for the PNGs (created if needed)")
     p.add_argument("--size", type=int, help="pixel side (default: the generator's training size)")
     add_device_option(p)
-    p.add_argument("--class", dest="classes", help="class name, or several separated by commas (default: random classes)")
+    p.add_argument("--class", dest="classes",
+                   help="class name, or several separated by commas (default: classes drawn by their training shares)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     p.set_defaults(func=run)
