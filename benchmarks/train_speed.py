@@ -8,9 +8,10 @@ Rows (each in a fresh process, so peak memory and compile caches are its own), a
   calls for the adaptive weight, every logged term read back to the host each step;
 * ``eager`` — the trainer's step (``alphavae.training.trainer.train_step``) with ``compile`` and ``cuda_graphs`` off;
 * ``optimised`` — the same step as the trainer runs it on a GPU by default: torch.compile and channels_last
-  activations, kept through the VAEs' group norms (``compile``; ``alphavae.training.layout``), recorded as CUDA
-  graphs and replayed (``cuda_graphs``), frozen networks in bf16; ``--optimised graphs`` or ``--optimised compile``
-  switch on one of the two.
+  activations, kept through the VAEs' group norms (``compile``; ``alphavae.training.layout``), the decoder's
+  upsampling as a broadcast (``alphavae.training.upsampling``, since stop 25: the committed optimised rows predate
+  it), recorded as CUDA graphs and replayed (``cuda_graphs``), frozen networks in bf16; ``--optimised graphs`` or
+  ``--optimised compile`` switch on one of the two.
 
 Models: ``sd`` (Stable Diffusion's VAE architecture, 83.7 M parameters, random init: timing only) and
 ``embedded`` (the shipped small VAE). Per row: images/s, step time, FLOPs counted by ``FlopCounterMode`` over one

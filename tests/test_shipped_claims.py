@@ -312,6 +312,8 @@ def test_generator_card_and_json_agree_with_the_shipped_unet():
     assert unet.config.num_class_embeds == len(info["class_names"]) + 1  # + the "unconditional" class
     assert f"scale {info['guidance_scale']}" in text and f"({info['num_inference_steps']} steps, trailing spacing)" in text
     assert f"({info['n_train_images']} images" in text and f"{info['steps_done']} steps of batch {info['config']['batch_size']}" in text
+    counts = info["class_counts"]  # what unasked classes are drawn by: one per class, summing to the training images
+    assert len(counts) == len(info["class_names"]) and sum(counts) == info["n_train_images"] and min(counts) > 0
 
 
 def test_rgb_vae_card_parameter_count_and_scaling_factor():

@@ -1,5 +1,6 @@
 """The decoder's nearest upsampling as a broadcast (alphavae.training.upsampling) computes what ``interpolate`` does,
-and ``optimise_networks`` gives it to compiled decoders only."""
+and a decoder given it decodes as before, through the broadcast. (``optimise_networks`` gives it to compiled decoders
+only: tests/test_training_layout.py.)"""
 
 import pytest
 import torch
@@ -23,7 +24,10 @@ def test_broadcast_upsampling_matches_interpolate_forward_and_backward(layout):
     torch.testing.assert_close(ours_grad, theirs_grad, rtol=0, atol=1e-12)
 
 
-def test_a_decoder_with_broadcast_upsampling_decodes_as_before():
+def test_a_decoder_with_broadcast_upsampling_decodes_as_before(monkeypatch):
+    from alphavae.training import upsampling
+    calls = []
+    monkeypatch.setattr(upsampling, "upsample_nearest2x", lambda x: calls.append(tuple(x.shape)) or upsample_nearest2x(x))
     torch.manual_seed(0)
     vae = AutoencoderKL(in_channels=4, out_channels=4, down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
@@ -34,10 +38,14 @@ def test_a_decoder_with_broadcast_upsampling_decodes_as_before():
     assert broadcast_upsampling(vae.decoder) == 1 and broadcast_upsampling(vae.decoder) == 0
     assert {type(m) for m in vae.modules() if isinstance(m, Upsample2D)} == {BroadcastUpsample2D}
     assert set(vae.state_dict()) == keys
+    assert not calls
     torch.testing.assert_close(vae.decode(z).sample, before, rtol=0, atol=1e-12)
+    assert calls == [(2, 16, 6, 6)]  # the one upsampler went through the broadcast
 
 
-def test_other_upsampling_uses_are_the_parents():
+def test_other_upsampling_uses_are_the_parents(monkeypatch):
+    from alphavae.training import upsampling
+    monkeypatch.setattr(upsampling, "upsample_nearest2x", None)  # a call of it would fail
     up = Upsample2D(4, use_conv=False)
     up.__class__ = BroadcastUpsample2D
     x = torch.randn(1, 4, 3, 3)

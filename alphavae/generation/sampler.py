@@ -223,6 +223,10 @@ def load_generator(spec: str = "embedded-generator", device: str | torch.device 
         if isinstance(info[key], list) and len(info[key]) != unet.config.in_channels:
             raise GeneratorLoadError(f"{spec}: {INFO_FILE} key \"{key}\" has {len(info[key])} values; the UNet has "
                                      f"{unet.config.in_channels} latent channels")
+    counts = info.get("class_counts")
+    if counts is not None and not _valid_counts(counts, len(info.get("class_names") or [])):
+        raise GeneratorLoadError(f"{spec}: {INFO_FILE} key \"class_counts\" must be {len(info.get('class_names') or [])} "
+                                 f"non-negative integers, not all 0, one per class name; it is {counts!r}")
     vae = load_vae(vae_spec or info["vae"])
     _warn_if_unpaired(info, vae_spec or info["vae"])
     if vae.config.out_channels != 4:
@@ -235,6 +239,15 @@ def load_generator(spec: str = "embedded-generator", device: str | torch.device 
         unet.to(target)
         vae.to(target)
     return generator
+
+
+def _valid_counts(counts: object, n_classes: int) -> bool:
+    """Whether ``counts`` can weight the class draw: one non-negative integer per class, not all 0 (an unconditional
+    model records none)."""
+    if not (isinstance(counts, list) and len(counts) == n_classes
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)):
+        return False
+    return n_classes == 0 or sum(counts) > 0
 
 
 def class_labels(generator: LatentGenerator, n: int, classes: list[str] | str | None, seed: int) -> torch.Tensor | None:
@@ -254,8 +267,6 @@ def class_labels(generator: LatentGenerator, n: int, classes: list[str] | str | 
         counts = generator.class_counts
         if not counts:
             return torch.randint(len(names), (n,), generator=rng)
-        if len(counts) != len(names) or min(counts) < 0 or sum(counts) <= 0:
-            raise ValueError(f"generator.json: class_counts {counts} must be {len(names)} non-negative counts, not all 0")
         return torch.multinomial(torch.tensor(counts, dtype=torch.float64), n, replacement=True, generator=rng)
     wanted = [classes] if isinstance(classes, str) else list(classes)
     unknown = [c for c in wanted if c not in names]

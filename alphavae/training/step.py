@@ -26,9 +26,10 @@ the two agree) and differs only in how:
   LPIPS and the discriminator, with the VAEs' activations kept channels_last through their group norms
   (:mod:`alphavae.training.layout`; at SD size on an H100, 51.8 images/s without it in stop 21, and in one call of
   stop 22 53.0 with its first version, 68.1 with per-channel statistics: benchmarks/NOTES.md) and the decoder's
-  upsampling as a broadcast (:mod:`alphavae.training.upsampling`); the loss functions compiled too
-  (:class:`GeneratorLoss`'s ``compile_terms``); the whole step can then be recorded as CUDA graphs
-  (:mod:`alphavae.training.graphs`).
+  upsampling as a broadcast (:mod:`alphavae.training.upsampling`); the whole step can then be recorded as CUDA
+  graphs (:mod:`alphavae.training.graphs`). The loss functions around the networks stay eager: compiled, they saved
+  0.67 ms of a 25.6-ms embedded step on one H100, and their first compilation (with the decoder's) took 52 s, more
+  than a 5,000-step run gets back (``benchmarks/step_ab.py``'s ``glue`` arm; benchmarks/NOTES.md, stop 25).
 """
 
 from __future__ import annotations
@@ -77,21 +78,13 @@ class GeneratorLoss(nn.Module):
     ``forward(x01, noise, adversarial)`` returns ``(backward_loss, logs, recon)``: ``backward_loss`` has the
     objective's gradient (equal to the loss itself when the adversarial term is off); ``logs`` are detached
     0-dim tensors (``loss/…``, ``weighted/…``, ``adaptive_weight``, ``total``: the true loss value).
-    ``compile_terms`` compiles the loss functions around the networks (the composites, ABMSE or naive MSE, the
-    perceptual term, both KLs), whose element-wise operations otherwise run as one kernel each.
     """
 
-    def __init__(self, vae: AutoencoderKL, objective: AlphaVAEObjective, reduce_mean=None, compile_terms: bool = False):
+    def __init__(self, vae: AutoencoderKL, objective: AlphaVAEObjective, reduce_mean=None):
         super().__init__()
         self.vae = vae
         self.objective = objective  # not a module: its networks are frozen or the discriminator's own
         self.reduce_mean = reduce_mean  # averages a tensor over the processes (None: one process)
-        terms = (kl_terms.reference_composites, objective.reconstruction_term, perc.perceptual_loss,
-                 kl_terms.prior_kl, kl_terms.kl_to_reference)
-        if compile_terms:  # each term's element-wise work fused: +2.7 % on one H100 (benchmarks/NOTES.md, stop 25)
-            terms = tuple(torch.compile(term, dynamic=False) for term in terms)
-        (self.reference_composites, self.reconstruction_term, self.perceptual_loss, self.prior_kl,
-         self.kl_to_reference) = terms
 
     def forward(self, x01: torch.Tensor, noise: torch.Tensor | None, adversarial: bool):
         obj, w = self.objective, self.objective.weights
@@ -100,7 +93,7 @@ class GeneratorLoss(nn.Module):
         with_reference = obj.active("reference_kl")
         encoder_input = [x]
         if with_reference:
-            rgb = self.reference_composites(x, obj.reference_backgrounds)
+            rgb = kl_terms.reference_composites(x, obj.reference_backgrounds)
             encoder_input.append(opaque(rgb))
             with torch.no_grad():  # first, while nothing is held for backward: its buffers stay off the step's peak
                 ref_dtype = next(obj.reference_vae.parameters()).dtype
@@ -111,15 +104,15 @@ class GeneratorLoss(nn.Module):
         recon = obj.seen(self.vae.decode(z).sample.float(), x)  # losses in fp32 even under bf16 autocast
         raw: dict[str, torch.Tensor] = {}
         if obj.active("reconstruction"):
-            raw["reconstruction"] = self.reconstruction_term(recon, x)
+            raw["reconstruction"] = obj.reconstruction_term(recon, x)
         if obj.active("perceptual"):
-            raw["perceptual"] = self.perceptual_loss(recon, x, obj.lpips_model, obj.perceptual_backgrounds,
+            raw["perceptual"] = perc.perceptual_loss(recon, x, obj.lpips_model, obj.perceptual_backgrounds,
                                                      w.perceptual_reduction)
         if obj.active("prior_kl"):
-            raw["prior_kl"] = self.prior_kl(posterior)
+            raw["prior_kl"] = kl_terms.prior_kl(posterior)
         if with_reference:
             q = DiagonalGaussianDistribution(moments[n:])
-            raw["reference_kl"] = self.kl_to_reference(q, reference, len(obj.reference_backgrounds))
+            raw["reference_kl"] = kl_terms.kl_to_reference(q, reference, len(obj.reference_backgrounds))
         weighted = {term: getattr(w, term) * value for term, value in raw.items()}
         loss = sum(weighted.values(), start=recon.new_zeros(()))
         backward_loss = loss
@@ -180,7 +173,7 @@ def optimise_networks(model: AutoencoderKL, objective: AlphaVAEObjective, compil
     channels_last and ``torch.compile`` of the trainable encoder and decoder, the discriminator, LPIPS and the
     reference encoder, whose VAEs keep channels_last through their group norms (:func:`keep_channels_last`: their
     GroupNorm modules change class and their 1×1 convolutions get a pre-hook, in place on ``model``, which the
-    returned model keeps; state-dict keys do not change), and whose decoder upsamples by a broadcast
+    returned model keeps; state-dict keys do not change); the trainable decoder upsamples by a broadcast
     (:func:`broadcast_upsampling`, also a change of class). Returns notes for ``run.json``."""
     notes = []
     if frozen_dtype is not None or compile_networks:  # own copies: the loaders cache and share these networks

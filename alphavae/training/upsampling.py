@@ -1,12 +1,13 @@
 """Nearest 2× upsampling as a broadcast, for compiled VAE decoders.
 
 diffusers' ``Upsample2D`` calls ``F.interpolate(x, scale_factor=2.0, mode="nearest")``, whose backward Inductor makes
-a scatter-add (``index_put`` with accumulate): 0.69 ms of the 26.3-ms embedded step at batch 8 on one H100
-(benchmarks/NOTES.md, stop 24). Written as a broadcast, the same upsampling has a sum over each 2×2 block as its
-backward; values and gradients are equal. On one H100, stop 25 (``benchmarks/step_ab.py``, embedded, batch 8): 312.8
-images/s against 301.1 with ``interpolate``. :func:`alphavae.training.step.optimise_networks` applies it to compiled
-decoders only.
-"""
+a scatter-add (``index_put`` with accumulate): 0.69 ms of the 26.6-ms embedded step at batch 8 (26.3 ms of kernels) on
+one H100 (benchmarks/NOTES.md, stop 24). Written as a broadcast, the same upsampling has a sum over each 2×2 block as
+its backward; the values are equal, the gradients equal up to the order of the four-term sums. On one H100, stop 25
+(``benchmarks/step_ab.py``, embedded, batch 8): 312.8 images/s against 301.1 with ``interpolate``.
+:func:`alphavae.training.step.optimise_networks` applies it to compiled decoders only. Unlike diffusers, it keeps a
+channels_last input channels_last at batch ≥ 64 too (diffusers makes such inputs contiguous for a bug of PyTorch's
+NHWC ``interpolate``, which this does not call)."""
 
 from __future__ import annotations
 
