@@ -9,6 +9,8 @@
 #   .gpu/weights-alex/  LPIPS-Alex ImageNet backbone in float16 (4.9 MB; VGG16 is 29 MB: WITH_VGG=1 adds
 #                       .gpu/weights-vgg, VGG16 alone: with the tree and .whl-slim ≈ 64 MB, no room for data)
 #   .gpu/shared/rgba-train  a copy of the training clip art (16.2 MB), for ALPHAVAE_SHARED_DATA=$PWD/.gpu/shared
+#   .gpu/shared/rgba-extra  with EXTRA=DIR (a set made by scripts/rebuild_rgba_extra.py): a copy of it (8.0 MB), for
+#                       configs/free_alpha_overshoot_extra.json (with the tree, .whl-slim and LPIPS-Alex ≈ 65 MB)
 # The device image's package list is in /work/.library/device/KINDS.md; a call carries at most 64 MiB with the tree.
 # Usage: bash scripts/gpu_carry.sh   (from the repository root, with the project installed: it runs `alphavae`)
 set -euo pipefail
@@ -48,4 +50,6 @@ src=$(python3 -c "from alphavae.paths import shared_data_dir; print(shared_data_
 mkdir -p .gpu/shared
 rm -rf .gpu/shared/rgba-train
 cp -r "$src" .gpu/shared/rgba-train
+rm -rf .gpu/shared/rgba-extra
+[ -n "${EXTRA:-}" ] && cp -r "$EXTRA" .gpu/shared/rgba-extra
 du -sh .whl .whl-slim .nbwhl .gpu/* .gpu/shared/rgba-train

@@ -126,3 +126,42 @@ def test_rgba_folder_on_the_sample():
     batch = torch.stack([ds[i] for i in range(4)])
     assert batch.shape == (4, 4, 64, 64) and 0 <= batch.min() and batch.max() <= 1
     assert not ds.bad_files
+
+
+# --- extra training data (extra_data: rgba-extra) ---------------------------------------------------------
+
+
+def test_extra_data_is_trained_on_and_never_held_out(tmp_path, monkeypatch):
+    """``extra_data`` adds every image of a second folder to the training images, after ``max_images``; the
+    held-out split stays the ``data`` folder's; a missing folder names the key and the command that makes it."""
+    from alphavae.training.data import EXTRA_DATA_COMMAND, train_and_heldout
+    from alphavae.training.splits import make_split, write_split
+
+    extra = tmp_path / "shared" / "rgba-extra"
+    extra.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGBA", (8, 8), (i, 0, 0, 128)).save(extra / f"e{i}.png")
+    monkeypatch.setenv("ALPHAVAE_SHARED_DATA", str(tmp_path / "shared"))
+    split = write_split(make_split(sample_dir(), 0.2), tmp_path / "split.json")
+    train, heldout = train_and_heldout("sample", str(split))
+    with_extra, heldout_extra = train_and_heldout("sample", str(split), max_images=4, extra_data="rgba-extra")
+    assert heldout_extra == heldout and len(heldout) > 0
+    assert with_extra == train[:4] + sorted(extra.glob("*.png"))
+    with pytest.raises(ValueError) as err:
+        train_and_heldout("sample", str(split), extra_data="no-such-set")
+    message = str(err.value)
+    assert message.startswith("extra_data: 'no-such-set'") and EXTRA_DATA_COMMAND in message and "\n" not in message
+
+
+def test_the_extra_data_config_is_the_shipped_model_s_plus_rgba_extra():
+    """configs/free_alpha_overshoot_extra.json differs from the shipped embedded-rgba's config only in extra_data
+    (and its description), so a comparison of the two runs measures the extra data alone."""
+    import dataclasses
+
+    from alphavae.paths import configs_dir
+    from alphavae.training.config import load_config
+
+    base = dataclasses.asdict(load_config(configs_dir() / "free_alpha_overshoot.json"))
+    extra = dataclasses.asdict(load_config(configs_dir() / "free_alpha_overshoot_extra.json"))
+    assert extra.pop("extra_data") == "rgba-extra" and base.pop("extra_data") is None
+    assert {k for k in base if base[k] != extra[k]} == {"description"}

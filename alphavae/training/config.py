@@ -43,6 +43,7 @@ class TrainConfig:
     vae: str = "embedded"  # SPEC of the pretrained RGB VAE to extend (alphavae.vae.loading.load_vae)
     data: str = "rgba-train"  # a folder of RGBA images, "sample" (shipped), or a folder name under the shared data
     split: str | None = "split-rgba-train.json"  # held-out split file (relative: to the config's folder); None = no held-out set
+    extra_data: str | None = None  # a second folder of RGBA images, all trained on (rgba-extra: scripts/rebuild_rgba_extra.py)
     image_size: int = 256  # long side, premultiplied resize, centred on a transparent square
     max_images: int | None = None  # use only the first N training images (toy runs)
     steps: int = 30000

@@ -110,9 +110,14 @@ class StepBatchSampler(Sampler[list[int]]):
         return max(self.steps - self.start_step, 0)
 
 
-def resolve_data_dir(data: str) -> Path:
-    """A folder given in the config: ``sample`` (the RGBA sample shipped with the package), an existing path,
-    else a folder of that name in the shared data (``alphavae.paths.shared_data_dir``)."""
+#: How to make the ``extra_data`` set this project uses (``configs/free_alpha_overshoot_extra.json``).
+EXTRA_DATA_COMMAND = "python scripts/rebuild_rgba_extra.py --out DIR/rgba-extra && export ALPHAVAE_SHARED_DATA=DIR"
+
+
+def resolve_data_dir(data: str, key: str = "data", rebuild: str = FETCH_DATA_COMMAND) -> Path:
+    """A folder given in the config's ``key``: ``sample`` (the RGBA sample shipped with the package), an existing
+    path, else a folder of that name in the shared data (``alphavae.paths.shared_data_dir``); ``rebuild`` is the
+    command the error names."""
     if data == "sample":
         return sample_dir()
     path = Path(data).expanduser()
@@ -124,18 +129,27 @@ def resolve_data_dir(data: str) -> Path:
         shared = None
     if shared is not None and shared.is_dir():
         return shared
-    raise ValueError(f"data: '{data}' is neither a folder nor a folder of the shared data; rebuild the training "
-                     f"images with `{FETCH_DATA_COMMAND}`, or use data: \"sample\" (the shipped sample)")
+    raise ValueError(f"{key}: '{data}' is neither a folder nor a folder of the shared data; rebuild the training "
+                     f"images with `{rebuild}`, or use {key}: \"sample\" (the shipped sample)")
 
 
-def train_and_heldout(data: str, split: str | None, max_images: int | None = None) -> tuple[list[Path], list[Path]]:
-    """Training and held-out image paths for the config's ``data`` and ``split`` (no split: nothing held out)."""
+def train_and_heldout(data: str, split: str | None, max_images: int | None = None,
+                      extra_data: str | None = None) -> tuple[list[Path], list[Path]]:
+    """Training and held-out image paths for the config's ``data`` and ``split`` (no split: nothing held out),
+    ``max_images`` of them at most, then every image of ``extra_data`` (training only: the held-out split stays
+    ``data``'s, so scores stay comparable with runs without it)."""
     root = resolve_data_dir(data)
     if split is None:
         train, heldout = list_images(root), []
     else:
         train, heldout = split_files(root, read_split(split))
-    return (train[:max_images] if max_images else train), heldout
+    train = train[:max_images] if max_images else train
+    if extra_data is not None:
+        extra = list_images(resolve_data_dir(extra_data, "extra_data", EXTRA_DATA_COMMAND))
+        if not extra:
+            raise ValueError(f"extra_data: '{extra_data}' has no image files")
+        train = train + extra
+    return train, heldout
 
 
 def make_loader(files: list[Path], size: int, sampler: StepBatchSampler, num_workers: int) -> DataLoader:

@@ -369,7 +369,7 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     output = Path(output)
     if output.exists() and any(p.name != ".lock" for p in output.iterdir()) and not resume:
         raise FileExistsError(f"{output}: output folder is not empty; use --resume to continue, or another --output")
-    train_files, heldout_files = train_and_heldout(config.data, config.split, config.max_images)
+    train_files, heldout_files = train_and_heldout(config.data, config.split, config.max_images, config.extra_data)
     if len(train_files) < config.batch_size:
         raise ConfigError(f"data: {len(train_files)} training image(s) in '{config.data}' are fewer than one batch "
                           f"(batch_size {config.batch_size})")
