@@ -9,8 +9,10 @@
 #   .gpu/weights-alex/  LPIPS-Alex ImageNet backbone in float16 (4.9 MB; VGG16 is 29 MB: WITH_VGG=1 adds
 #                       .gpu/weights-vgg, VGG16 alone: with the tree and .whl-slim ≈ 64 MB, no room for data)
 #   .gpu/shared/rgba-train  a copy of the training clip art (16.2 MB), for ALPHAVAE_SHARED_DATA=$PWD/.gpu/shared
-#   .gpu/shared/rgba-extra  with EXTRA=DIR (a set made by scripts/rebuild_rgba_extra.py): a copy of it (8.0 MB), for
-#                       configs/free_alpha_overshoot_extra.json (with the tree, .whl-slim and LPIPS-Alex ≈ 65 MB)
+#   .gpu/shared/rgba-extra  with EXTRA=DIR/rgba-extra (the folder scripts/rebuild_rgba_extra.py wrote): a copy (8.2 MB)
+#                       for configs/free_alpha_overshoot_extra.json (--lpips-net alex). With the tree (34.7 MB),
+#                       .whl-slim, LPIPS-Alex and rgba-train it is 66.4 MB = 63.3 MiB of the 64: score the
+#                       out-of-domain set (.gpu/ood-rgba, 3.3 MB) in a second call that carries the model, not the data
 # The device image's package list is in /work/.library/device/KINDS.md; a call carries at most 64 MiB with the tree.
 # Usage: bash scripts/gpu_carry.sh   (from the repository root, with the project installed: it runs `alphavae`)
 set -euo pipefail
@@ -51,5 +53,8 @@ mkdir -p .gpu/shared
 rm -rf .gpu/shared/rgba-train
 cp -r "$src" .gpu/shared/rgba-train
 rm -rf .gpu/shared/rgba-extra
-[ -n "${EXTRA:-}" ] && cp -r "$EXTRA" .gpu/shared/rgba-extra
+if [ -n "${EXTRA:-}" ]; then
+  [ -f "$EXTRA/packages.csv" ] || { echo "EXTRA=$EXTRA: not a set made by scripts/rebuild_rgba_extra.py (no packages.csv)"; exit 2; }
+  cp -r "$EXTRA" .gpu/shared/rgba-extra
+fi
 du -sh .whl .whl-slim .nbwhl .gpu/* .gpu/shared/rgba-train

@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     def fail(message: str) -> NoReturn:
         parser.exit(2, f"{parser.prog}: error: {message}\n")
 
+    if args.per_package <= 0:
+        fail(f"--per-package {args.per_package}: must be at least 1")
+    if args.max_mb <= 0:
+        fail(f"--max-mb {args.max_mb}: must be > 0")
+
     try:
         deb.refuse_reserved(given, also=NOT_TRAINING)
     except deb.ReservedPackageError as exc:

@@ -131,26 +131,95 @@ def test_rgba_folder_on_the_sample():
 # --- extra training data (extra_data: rgba-extra) ---------------------------------------------------------
 
 
-def test_extra_data_is_trained_on_and_never_held_out(tmp_path, monkeypatch):
+def _extra_set(folder: Path, package: str = "fake-sprites", n: int = 3) -> list[Path]:
+    """A tiny extra training set as scripts/rebuild_rgba_extra.py writes one: images and their manifest.csv."""
+    files = []
+    for i in range(n):
+        path = folder / package / f"e{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGBA", (8, 8), (i, 0, 0, 128)).save(path)
+        files.append(path)
+    write_manifest([Entry(p.relative_to(folder).as_posix(), package, f"usr/share/{p.name}", "GPL-2+", 8, 8, 1.0)
+                    for p in files], folder)
+    return files
+
+
+@pytest.fixture
+def sample_split(tmp_path, monkeypatch):
+    from alphavae.training.splits import make_split, write_split
+
+    monkeypatch.setenv("ALPHAVAE_SHARED_DATA", str(tmp_path / "shared"))
+    return str(write_split(make_split(sample_dir(), 0.2), tmp_path / "split.json"))
+
+
+def test_extra_data_is_trained_on_and_never_held_out(tmp_path, sample_split):
     """``extra_data`` adds every image of a second folder to the training images, after ``max_images``; the
     held-out split stays the ``data`` folder's; a missing folder names the key and the command that makes it."""
     from alphavae.training.data import EXTRA_DATA_COMMAND, train_and_heldout
-    from alphavae.training.splits import make_split, write_split
 
-    extra = tmp_path / "shared" / "rgba-extra"
-    extra.mkdir(parents=True)
-    for i in range(3):
-        Image.new("RGBA", (8, 8), (i, 0, 0, 128)).save(extra / f"e{i}.png")
-    monkeypatch.setenv("ALPHAVAE_SHARED_DATA", str(tmp_path / "shared"))
-    split = write_split(make_split(sample_dir(), 0.2), tmp_path / "split.json")
-    train, heldout = train_and_heldout("sample", str(split))
-    with_extra, heldout_extra = train_and_heldout("sample", str(split), max_images=4, extra_data="rgba-extra")
+    files = _extra_set(tmp_path / "shared" / "rgba-extra")
+    train, heldout = train_and_heldout("sample", sample_split)
+    with_extra, heldout_extra = train_and_heldout("sample", sample_split, max_images=4, extra_data="rgba-extra")
     assert heldout_extra == heldout and len(heldout) > 0
-    assert with_extra == train[:4] + sorted(extra.glob("*.png"))
+    assert with_extra == train[:4] + files
     with pytest.raises(ValueError) as err:
-        train_and_heldout("sample", str(split), extra_data="no-such-set")
+        train_and_heldout("sample", sample_split, extra_data="no-such-set")
     message = str(err.value)
     assert message.startswith("extra_data: 'no-such-set'") and EXTRA_DATA_COMMAND in message and "\n" not in message
+    assert "sample" not in message.replace("no-such-set", "")  # the sample is rgba-train's: never offered as extra data
+
+
+@pytest.mark.parametrize("case", ["data-folder", "inside-data", "no-manifest", "test-package", "openclipart",
+                                  "unlisted", "held-out-copy"])
+def test_extra_data_that_could_leak_test_images_is_refused(tmp_path, sample_split, case):
+    """The guards of ``extra_data``, each a one-line error naming the key: not the data folder or near it, a
+    manifest naming every image's package, no package reserved for testing, no held-out image under another folder."""
+    from alphavae.training.data import train_and_heldout
+
+    extra = tmp_path / "extra"
+    _extra_set(extra, package={"test-package": "hedgewars-data", "openclipart": "openclipart-png"}.get(case, "fake-sprites"))
+    if case == "no-manifest":
+        (extra / "manifest.csv").unlink()
+    if case == "unlisted":
+        Image.new("RGBA", (8, 8)).save(extra / "fake-sprites" / "stray.png")
+    _, heldout = train_and_heldout("sample", sample_split)
+    if case == "held-out-copy":
+        copy = extra / heldout[0].relative_to(sample_dir())
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(heldout[0].read_bytes())
+        write_manifest([Entry(p.relative_to(extra).as_posix(), "fake-sprites", "x", "GPL-2+", 8, 8, 1.0)
+                        for p in sorted(extra.rglob("*.png"))], extra)
+    category = next(p for p in sorted(sample_dir().iterdir()) if p.is_dir())
+    spec = {"data-folder": str(sample_dir()), "inside-data": str(category)}.get(case, str(extra))
+    why = {"data-folder": "is the data folder", "inside-data": "is the data folder", "no-manifest": "no readable manifest",
+           "test-package": "hedgewars-data: reserved", "openclipart": "openclipart-png: reserved",
+           "unlisted": "stray.png is not in its manifest", "held-out-copy": "is a held-out image"}[case]
+    with pytest.raises(ValueError) as err:
+        train_and_heldout("sample", sample_split, extra_data=spec)
+    assert str(err.value).startswith("extra_data: ") and why in str(err.value) and "\n" not in str(err.value)
+
+
+def test_extra_data_config_checks_and_notebook_fallback(tmp_path, sample_split, monkeypatch, capsys):
+    """An empty extra_data is refused at load (it would be the working directory); a notebook without the extra set
+    falls back to the sample without it, saying so; the trainer hands extra_data to the data it trains on."""
+    from alphavae.training import trainer
+    from alphavae.training.config import ConfigError, TrainConfig, config_from_dict
+    from alphavae.training.data import with_reachable_data
+
+    with pytest.raises(ConfigError, match=r"x\.json: 'extra_data' must name a folder"):
+        config_from_dict({"extra_data": " "}, "x.json")
+    fallback = with_reachable_data(TrainConfig(data="sample", split=None, extra_data="no-such-set"))
+    assert fallback.extra_data is None and "no extra_data" in capsys.readouterr().err
+    seen = []
+
+    def record(*args):
+        seen.append(args)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(trainer, "train_and_heldout", record)
+    with pytest.raises(RuntimeError, match="stop here"):
+        trainer.train(TrainConfig(data="sample", split=None, extra_data="rgba-extra"), tmp_path / "run")
+    assert seen and seen[0][-1] == "rgba-extra"
 
 
 def test_the_extra_data_config_is_the_shipped_model_s_plus_rgba_extra():

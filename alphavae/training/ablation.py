@@ -62,7 +62,7 @@ from alphavae.vae.loading import load_vae, weights_sha256
 SHARE_IMAGES = 8
 
 #: Keys that must be equal across variants (same start, same data, same length).
-SHARED_KEYS = ("vae", "data", "split", "image_size", "max_images", "steps", "batch_size", "seed")
+SHARED_KEYS = ("vae", "data", "split", "extra_data", "image_size", "max_images", "steps", "batch_size", "seed")
 #: The variant every other one is compared with, seed by seed.
 BASELINE = "main"
 #: A scored run's numbers and its picture strip, in its folder (what a later table needs of it; no model).

@@ -45,7 +45,7 @@ class TrainConfig:
     split: str | None = "split-rgba-train.json"  # held-out split file (relative: to the config's folder); None = no held-out set
     extra_data: str | None = None  # a second folder of RGBA images, all trained on (rgba-extra: scripts/rebuild_rgba_extra.py)
     image_size: int = 256  # long side, premultiplied resize, centred on a transparent square
-    max_images: int | None = None  # use only the first N training images (toy runs)
+    max_images: int | None = None  # use only the first N training images of data (toy runs; extra_data is not capped)
     steps: int = 30000
     batch_size: int = 8  # global batch: split evenly over the processes
     lr: float = 1e-5
@@ -84,6 +84,9 @@ class TrainConfig:
         for key in ("warmup_steps", "num_workers", "n_samples"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{source}: '{key}' must be >= 0, got {getattr(self, key)}")
+        for key in ("data", "extra_data"):  # "" would be the working directory: every image under it
+            if getattr(self, key) is not None and not getattr(self, key).strip():
+                raise ConfigError(f"{source}: '{key}' must name a folder, got an empty string")
         if self.max_images is not None and self.max_images < self.batch_size:
             raise ConfigError(f"{source}: 'max_images' ({self.max_images}) must be at least 'batch_size' ({self.batch_size})")
         if self.lr <= 0 or (self.disc_lr is not None and self.disc_lr <= 0):

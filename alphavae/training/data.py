@@ -24,6 +24,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from alphavae.imageio import ImageReadError, list_images, load_rgba, resize_long_side
 from alphavae.paths import FETCH_DATA_COMMAND, sample_dir, shared_data_dir
 from alphavae.training.config import TrainConfig
+from alphavae.training.debian_sources import OOD_PACKAGE, ReservedPackageError, refuse_reserved
+from alphavae.training.openclipart import PACKAGE as OPENCLIPART
+from alphavae.training.openclipart import read_manifest
 from alphavae.training.splits import read_split, split_files
 
 
@@ -110,14 +113,16 @@ class StepBatchSampler(Sampler[list[int]]):
         return max(self.steps - self.start_step, 0)
 
 
-#: How to make the ``extra_data`` set this project uses (``configs/free_alpha_overshoot_extra.json``).
-EXTRA_DATA_COMMAND = "python scripts/rebuild_rgba_extra.py --out DIR/rgba-extra && export ALPHAVAE_SHARED_DATA=DIR"
+#: How to make the ``extra_data`` set this project uses (``configs/free_alpha_overshoot_extra.json``) beside
+#: ``rgba-train``: the shared data is one folder for both.
+EXTRA_DATA_COMMAND = ("alphavae data fetch --dir DIR && python scripts/rebuild_rgba_extra.py --out DIR/rgba-extra && "
+                      "export ALPHAVAE_SHARED_DATA=DIR")
 
 
 def resolve_data_dir(data: str, key: str = "data", rebuild: str = FETCH_DATA_COMMAND) -> Path:
     """A folder given in the config's ``key``: ``sample`` (the RGBA sample shipped with the package), an existing
     path, else a folder of that name in the shared data (``alphavae.paths.shared_data_dir``); ``rebuild`` is the
-    command the error names."""
+    command the error names (and for ``data`` the sample, which ``extra_data`` may not take: it is rgba-train's)."""
     if data == "sample":
         return sample_dir()
     path = Path(data).expanduser()
@@ -129,8 +134,9 @@ def resolve_data_dir(data: str, key: str = "data", rebuild: str = FETCH_DATA_COM
         shared = None
     if shared is not None and shared.is_dir():
         return shared
+    sample = ', or use data: "sample" (the shipped sample)' if key == "data" else ""
     raise ValueError(f"{key}: '{data}' is neither a folder nor a folder of the shared data; rebuild the training "
-                     f"images with `{rebuild}`, or use {key}: \"sample\" (the shipped sample)")
+                     f"images with `{rebuild}`{sample}")
 
 
 def train_and_heldout(data: str, split: str | None, max_images: int | None = None,
@@ -145,11 +151,41 @@ def train_and_heldout(data: str, split: str | None, max_images: int | None = Non
         train, heldout = split_files(root, read_split(split))
     train = train[:max_images] if max_images else train
     if extra_data is not None:
-        extra = list_images(resolve_data_dir(extra_data, "extra_data", EXTRA_DATA_COMMAND))
-        if not extra:
-            raise ValueError(f"extra_data: '{extra_data}' has no image files")
-        train = train + extra
+        train = train + extra_training_images(extra_data, root, heldout)
     return train, heldout
+
+
+def extra_training_images(extra_data: str, data_root: Path, heldout: list[Path]) -> list[Path]:
+    """Every image of the ``extra_data`` folder, once it is shown to be a training set that may be trained on: a set
+    made by a build script (its ``manifest.csv``) from packages none of which is reserved for evaluation, the
+    out-of-domain package or ``openclipart-png`` (which comes only through ``data``, split); not ``data``'s folder,
+    inside it or around it; and holding no held-out image (the same category and stem). Otherwise a one-line error."""
+    root = resolve_data_dir(extra_data, "extra_data", EXTRA_DATA_COMMAND)
+    where = f"extra_data: '{extra_data}' ({root})"
+    a, b = root.resolve(), data_root.resolve()
+    if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+        raise ValueError(f"{where} is the data folder, inside it or around it; its held-out images would be trained on")
+    try:
+        entries = read_manifest(root / "manifest.csv")
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise ValueError(f"{where}: no readable manifest.csv naming each image's package ({exc}); make the set with "
+                         f"`{EXTRA_DATA_COMMAND}`") from exc
+    try:
+        refuse_reserved(sorted({entry.package for entry in entries}), also=(OOD_PACKAGE, OPENCLIPART))
+    except ReservedPackageError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    extra = list_images(root)
+    if not extra:
+        raise ValueError(f"{where}: has no image files")
+    listed = {entry.file for entry in entries}
+    unlisted = [p for p in extra if p.relative_to(root).as_posix() not in listed]
+    if unlisted:
+        raise ValueError(f"{where}: {unlisted[0]} is not in its manifest.csv ({len(unlisted)} such files)")
+    heldout_keys = {(p.relative_to(data_root).parent / p.stem).as_posix() for p in heldout}
+    for path in extra:
+        if (path.relative_to(root).parent / path.stem).as_posix() in heldout_keys:
+            raise ValueError(f"{where}: {path} is a held-out image of data (same category and name)")
+    return extra
 
 
 def make_loader(files: list[Path], size: int, sampler: StepBatchSampler, num_workers: int) -> DataLoader:
@@ -164,16 +200,19 @@ def make_loader(files: list[Path], size: int, sampler: StepBatchSampler, num_wor
 
 
 def with_reachable_data(config: TrainConfig) -> TrainConfig:
-    """``config`` if its ``data`` folder can be found, else a copy on the shipped sample (``data: "sample"``,
-    no held-out split), with a printed warning that names the command which fetches the real training images.
+    """``config`` if its ``data`` (and ``extra_data``) folder can be found, else a copy on the shipped sample
+    (``data: "sample"``, no held-out split, no extra data), with a printed warning that names the command which
+    fetches the real training images.
 
     For notebooks: a user without the training set (a fresh Colab runtime, a laptop) still gets a run, and is
     told loudly that it is not the real one. Scripts and the CLI keep the error (:func:`resolve_data_dir`).
     """
     try:
         resolve_data_dir(config.data)
+        if config.extra_data is not None:
+            resolve_data_dir(config.extra_data, "extra_data", EXTRA_DATA_COMMAND)
         return config
     except ValueError as exc:
         print(f"WARNING: {exc}.\nWARNING: training on the shipped 30-image sample instead (data: sample, no held-out "
-              f"split); for the real run: {FETCH_DATA_COMMAND}", file=sys.stderr)
-        return dataclasses.replace(config, data="sample", split=None)
+              f"split, no extra_data); for the real run: {FETCH_DATA_COMMAND}", file=sys.stderr)
+        return dataclasses.replace(config, data="sample", split=None, extra_data=None)

@@ -371,7 +371,8 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
         raise FileExistsError(f"{output}: output folder is not empty; use --resume to continue, or another --output")
     train_files, heldout_files = train_and_heldout(config.data, config.split, config.max_images, config.extra_data)
     if len(train_files) < config.batch_size:
-        raise ConfigError(f"data: {len(train_files)} training image(s) in '{config.data}' are fewer than one batch "
+        extra = f" and '{config.extra_data}'" if config.extra_data else ""
+        raise ConfigError(f"data: {len(train_files)} training image(s) in '{config.data}'{extra} are fewer than one batch "
                           f"(batch_size {config.batch_size})")
     acc = make_accelerator(config, output)
     if acc.is_main_process:
