@@ -78,6 +78,17 @@ def test_sampler_order_is_a_function_of_the_step():
     assert [sorted(a + b) for a, b in zip(r0, r1)] == [sorted(b) for b in batches[:5]]
 
 
+def test_a_resume_on_another_image_list_is_refused(tiny_vae, tmp_path):
+    """The batch order of an exact resume depends on the training images: a checkpoint records their list, and a
+    resume whose data, split, max_images or extra_data give another list is a one-line error naming the checkpoint."""
+    config = config_from_dict(tiny_config(tiny_vae, steps=6, max_images=12))
+    train(config, tmp_path / "run", stop_after=3)
+    with pytest.raises(ConfigError) as err:
+        train(config_from_dict(tiny_config(tiny_vae, steps=6, max_images=10)), tmp_path / "run", resume=True)
+    assert "step-00000003" in str(err.value) and "another list of images" in str(err.value) and "\n" not in str(err.value)
+    assert train(config, tmp_path / "run", resume=True).steps == 6  # the same list resumes
+
+
 def test_kill_and_resume_gives_the_same_weights(tiny_vae, tmp_path, capsys):
     raw = tiny_config(tiny_vae, steps=16, checkpoint_every=4)
     cfg_file = tmp_path / "cfg.json"

@@ -18,6 +18,7 @@ JSON line per logged step), ``run.json`` (config and notes), ``model/`` (fp32 ``
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import shutil
@@ -325,10 +326,17 @@ class TrainResult:
     discriminator: torch.nn.Module | None
 
 
-def _checkpoint_state(setup: TrainingSetup, step: int) -> dict[str, Any]:
-    """Everything every process shares, for :func:`alphavae.training.checkpoint.save_checkpoint`."""
+def image_list_digest(files: list[Path]) -> str:
+    """SHA-256 of the training images' ``folder/name`` list, in order: the batch order of an exact resume depends on
+    it, so a checkpoint records it (machine-independent: only each file's last two path parts count)."""
+    return hashlib.sha256("\n".join(f"{p.parent.name}/{p.name}" for p in files).encode()).hexdigest()
+
+
+def _checkpoint_state(setup: TrainingSetup, step: int, images: str) -> dict[str, Any]:
+    """Everything every process shares, for :func:`alphavae.training.checkpoint.save_checkpoint`; ``images`` is
+    :func:`image_list_digest` of the training images."""
     state: dict[str, Any] = {"step": step, "model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
-                             "scheduler": setup.scheduler.state_dict()}
+                             "scheduler": setup.scheduler.state_dict(), "train_images": images}
     if setup.discriminator is not None:
         state.update(discriminator=setup.discriminator.state_dict(), disc_optimizer=setup.disc_optimizer.state_dict(),
                      disc_scheduler=setup.disc_scheduler.state_dict())
@@ -387,7 +395,14 @@ def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | No
     setup = build_setup(config, acc)
     ckpt_root = output / "checkpoints"
     found = latest_checkpoint(ckpt_root) if resume else None
-    start = _restore(setup, *load_checkpoint(found, acc.process_index)) if found is not None else 0
+    images = image_list_digest(train_files)
+    start = 0
+    if found is not None:
+        shared, local = load_checkpoint(found, acc.process_index)
+        if shared.get("train_images", images) != images:  # checkpoints before stop 25 did not record it
+            raise ConfigError(f"{found}: its run trained on another list of images than data, split, max_images and "
+                              f"extra_data give now ({len(train_files)} images); resume with the same, or use another --output")
+        start = _restore(setup, shared, local)
     if acc.is_main_process:
         run_info = {"config": config.to_dict(), "notes": setup.notes, "processes": acc.num_processes,
                     "device": str(acc.device), "mixed_precision": acc.mixed_precision,
@@ -427,7 +442,7 @@ def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | No
     def checkpoint(done: int) -> None:
         check_divergence(setup)  # never save a diverged state
         broadcast_buffers(acc, setup.discriminator)
-        save_checkpoint(ckpt_root, done, lambda: _checkpoint_state(setup, done), {"rng": rng_state()},
+        save_checkpoint(ckpt_root, done, lambda: _checkpoint_state(setup, done, images), {"rng": rng_state()},
                         config.keep_checkpoints, acc.process_index, acc.wait_for_everyone)
 
     plan = LoopPlan(config.steps, config.log_every, config.checkpoint_every, stop_after=stop_after)
