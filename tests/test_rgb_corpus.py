@@ -172,6 +172,7 @@ def test_files_named_after_a_reserved_package_are_not_sources(tmp_path):
     assert deb.names_reserved("usr/share/icons/Moka/256x256@2x/apps/wesnoth-map-editor.png")
     assert deb.names_reserved("usr/share/icons/Moka/256x256@2x/apps/Oxygen.png")
     assert deb.names_reserved("icons/apps/noto-color-emoji.png")
+    assert deb.names_reserved("usr/share/icons/Moka/48x48/apps/hedgewars.png")  # the out-of-domain game's icon
     assert not deb.names_reserved("usr/share/icons/Moka/256x256@2x/apps/gimp.png")
     root = _fake_package(tmp_path)
     _save(tmp_path / "usr/share/fake/data/icons/128x128/apps/wesnoth.png", _sprite(np.random.default_rng(5), 128, 128))

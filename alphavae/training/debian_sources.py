@@ -30,8 +30,9 @@ from alphavae.training.openclipart import FetchError, download_deb
 #: Packages no training set may take images from: kept for independent evaluation (glob patterns).
 RESERVED = ("wesnoth*", "fonts-noto-color-emoji", "oxygen-icon-theme")
 #: File names (stems, lower case) no training set may take even from another package: an icon theme's own drawing of
-#: a reserved package's application icon is not that package's image, but it depicts it; keeping it out leaves no doubt.
-RESERVED_NAMES = ("wesnoth*", "oxygen*", "*emoji*")
+#: a reserved package's application icon (or of the out-of-domain game's) is not that package's image, but it depicts
+#: it; keeping it out leaves no doubt.
+RESERVED_NAMES = ("wesnoth*", "oxygen*", "*emoji*", "hedgewars*")
 #: The one package the out-of-domain RGBA evaluation set comes from (game sprites); no training set uses it.
 OOD_PACKAGE = "hedgewars-data"
 #: Image files a source package may hold (what Pillow opens without extra plugins).
