@@ -257,8 +257,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
     unet.eval()
     info = {
         "vae": config.vae, "vae_sha256": weights_sha256(config.vae), "class_names": class_names,
-        "class_counts": class_counts,
-        "image_size": config.image_size,
+        "class_counts": class_counts, "image_size": config.image_size,
         "shift_factor": shift, "scaling_factor": scale, "guidance_scale": config.guidance_scale,
         "num_inference_steps": config.num_inference_steps, "sampler": "DPMSolverMultistepScheduler (dpmsolver++, trailing spacing)",
         "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",
