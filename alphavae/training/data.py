@@ -119,10 +119,15 @@ EXTRA_DATA_COMMAND = ("alphavae data fetch --dir DIR && python scripts/rebuild_r
                       "export ALPHAVAE_SHARED_DATA=DIR")
 
 
-def resolve_data_dir(data: str, key: str = "data", rebuild: str = FETCH_DATA_COMMAND) -> Path:
-    """A folder given in the config's ``key``: ``sample`` (the RGBA sample shipped with the package), an existing
-    path, else a folder of that name in the shared data (``alphavae.paths.shared_data_dir``); ``rebuild`` is the
-    command the error names (and for ``data`` the sample, which ``extra_data`` may not take: it is rgba-train's)."""
+#: The command that makes the folder of each config key, for its error.
+REBUILD_COMMANDS = {"data": FETCH_DATA_COMMAND, "extra_data": EXTRA_DATA_COMMAND}
+
+
+def resolve_data_dir(data: str, key: str = "data") -> Path:
+    """A folder given in the config's ``key`` (``data`` or ``extra_data``): ``sample`` (the RGBA sample shipped with
+    the package), an existing path, else a folder of that name in the shared data (``alphavae.paths.shared_data_dir``).
+    The error names the key's command in :data:`REBUILD_COMMANDS` (and for ``data`` the sample, which ``extra_data``
+    may not take: it is rgba-train's)."""
     if data == "sample":
         return sample_dir()
     path = Path(data).expanduser()
@@ -136,7 +141,7 @@ def resolve_data_dir(data: str, key: str = "data", rebuild: str = FETCH_DATA_COM
         return shared
     sample = ', or use data: "sample" (the shipped sample)' if key == "data" else ""
     raise ValueError(f"{key}: '{data}' is neither a folder nor a folder of the shared data; rebuild the training "
-                     f"images with `{rebuild}`{sample}")
+                     f"images with `{REBUILD_COMMANDS[key]}`{sample}")
 
 
 def train_and_heldout(data: str, split: str | None, max_images: int | None = None,
@@ -160,7 +165,7 @@ def extra_training_images(extra_data: str, data_root: Path, heldout: list[Path])
     made by a build script (its ``manifest.csv``) from packages none of which is reserved for evaluation, the
     out-of-domain package or ``openclipart-png`` (which comes only through ``data``, split); not ``data``'s folder,
     inside it or around it; and holding no held-out image (the same category and stem). Otherwise a one-line error."""
-    root = resolve_data_dir(extra_data, "extra_data", EXTRA_DATA_COMMAND)
+    root = resolve_data_dir(extra_data, "extra_data")
     where = f"extra_data: '{extra_data}' ({root})"
     a, b = root.resolve(), data_root.resolve()
     if a == b or a.is_relative_to(b) or b.is_relative_to(a):
@@ -210,7 +215,7 @@ def with_reachable_data(config: TrainConfig) -> TrainConfig:
     try:
         resolve_data_dir(config.data)
         if config.extra_data is not None:
-            resolve_data_dir(config.extra_data, "extra_data", EXTRA_DATA_COMMAND)
+            resolve_data_dir(config.extra_data, "extra_data")
         return config
     except ValueError as exc:
         print(f"WARNING: {exc}.\nWARNING: training on the shipped 30-image sample instead (data: sample, no held-out "
