@@ -44,6 +44,11 @@ def kept(arr: np.ndarray) -> bool:
             and max(height, width) <= MAX_ASPECT * min(height, width))
 
 
+def pixel_digest(arr: np.ndarray) -> str:
+    """SHA-256 of an image's shape and pixels: equal digests are exact pixel duplicates."""
+    return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()
+
+
 def output_name(path: str) -> str:
     """``<parent folder>/<stem>.webp`` below the package's data folder, flattened to one level."""
     p = PurePosixPath(path)
@@ -63,7 +68,7 @@ def build(out: Path, tree: Path, package: str = deb.OOD_PACKAGE, count: int = CO
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             log(f"skipped {file} ({exc})")
             continue
-        digest = hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()
+        digest = pixel_digest(arr)
         if kept(arr) and digest not in seen:
             seen.add(digest)
             candidates.append((file.relative_to(tree).as_posix(), arr))

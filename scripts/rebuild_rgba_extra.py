@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -41,7 +40,7 @@ from alphavae.training.openclipart import PACKAGE as OPENCLIPART
 from alphavae.training.openclipart import Entry, FetchError, convert, save_rgba, soft_alpha, write_manifest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import rebuild_ood_rgba as ood  # noqa: E402  (the out-of-domain set's keep rule)
+import rebuild_ood_rgba as ood  # noqa: E402  (the out-of-domain set's keep rule and duplicate test)
 import rebuild_rgb_corpus as corpus  # noqa: E402  (the RGB corpus's package table)
 
 T = TypeVar("T")
@@ -92,7 +91,7 @@ def kept_images(package: str, tree: Path, rules: Rules, seen: set[str], per_pack
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             log(f"skipped {package}:{path} ({exc})")
             continue
-        digest = hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()
+        digest = ood.pixel_digest(arr)
         if ood.kept(arr) and digest not in seen:
             seen.add(digest)
             taken += 1
