@@ -50,6 +50,8 @@ def constant(values: Sequence, like: torch.Tensor) -> torch.Tensor:
     """
     def frozen(v):
         return tuple(frozen(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+    if torch.compiler.is_compiling():  # traced by torch.compile: the graph holds the constant, no cache is needed
+        return torch.tensor(frozen(values), device=like.device, dtype=like.dtype)
     return _constant(frozen(values), like.device, like.dtype)
 
 

@@ -2,22 +2,19 @@
 
 Issue 15's last bar is the embedded VAE at batch 8 (≥ 344 images/s). The stop-24 profile (benchmarks/NOTES.md) found
 the step GPU-bound with a flat kernel list, so each candidate here changes how kernels are made, not what is
-computed. Arms, joined with ``+`` (``glue+cdt``):
+computed. Arms, joined with ``+`` (``cdt+autotune``):
 
 * ``base`` — the optimised step as the trainer runs it (``benchmarks/train_speed.py``'s optimised row);
 * ``cdt`` — Inductor's coordinate-descent tuning of its Triton kernels' block sizes (longer compilation);
 * ``autotune`` — Inductor's ``max_autotune``: Triton templates timed against cuDNN and cuBLAS for each
-  convolution and matmul shape (much longer compilation: not done within 540 s on one H100 in stop 25);
-* ``glue`` — ``torch.compile`` of the loss functions around the compiled networks (ABMSE, the whole perceptual
-  term with its composites and its call of the already compiled LPIPS, both KLs, the reference composites), whose
-  operations otherwise run as one unfused kernel each. Stop 25, one H100: 0.67 ms faster per step, but its first
-  compilation (with the decoder's) took 52 s, so it stays out of the trainer.
+  convolution and matmul shape (much longer compilation: not done within 540 s on one H100 in stop 25).
 
     python benchmarks/step_ab.py --arms base,cdt --row optimised:embedded:8 --json runs/ab.json
 
-The ``upsample`` arm of stop 25 (the decoder's upsampling as a broadcast) won on one H100 and moved into the trainer
-(:mod:`alphavae.training.upsampling`; the script as it was is commit 2545d05). An arm that wins moves into
-``alphavae`` (and out of this list); its timings go to benchmarks/NOTES.md.
+Two arms won on one H100 and moved into the trainer: ``upsample`` in stop 25 (the decoder's upsampling as a
+broadcast, :mod:`alphavae.training.upsampling`; the script as it was is commit 2545d05) and ``glue`` in stop 26 (the
+loss functions compiled, :class:`alphavae.training.step.LossFunctions`; the script as it was is commit 4e81e6a). An
+arm that wins moves into ``alphavae`` (and out of this list); its timings go to benchmarks/NOTES.md.
 """
 
 from __future__ import annotations
@@ -36,13 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import DEFAULT_OPTIMISED, TIMED_STEPS, WARMUP_STEPS, host, run_row  # noqa: E402  (beside this one)
 
 
-def _compiled_losses() -> None:
-    from alphavae.losses import kl, perceptual, reconstruction
-    for module, name in ((reconstruction, "abmse_loss"), (perceptual, "perceptual_loss"), (kl, "prior_kl"),
-                         (kl, "kl_to_reference"), (kl, "reference_composites")):
-        setattr(module, name, torch.compile(getattr(module, name), dynamic=False))
-
-
 def _inductor(flag: str):
     def switch_on() -> None:
         import torch._inductor.config as inductor
@@ -51,8 +41,7 @@ def _inductor(flag: str):
 
 
 #: What each arm switches on in its process, before the row builds and compiles its networks.
-ARMS = {"base": lambda: None, "cdt": _inductor("coordinate_descent_tuning"), "autotune": _inductor("max_autotune"),
-        "glue": _compiled_losses}
+ARMS = {"base": lambda: None, "cdt": _inductor("coordinate_descent_tuning"), "autotune": _inductor("max_autotune")}
 
 
 def main() -> None:

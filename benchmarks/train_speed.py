@@ -358,9 +358,12 @@ def main() -> None:
               f"warm-up {r['warmup_s']:5.1f} s  first total {r['first_step_total']:.6g}", flush=True)
         save(earlier + rows, args.json)
     for r in earlier + rows:
-        print(f"{r['name']}:{r['model']}:{r['batch']} ({r['machine']}): MFU {100 * (r['mfu'] or 0):.1f} % "
-              f"({100 * (r['mfu_vs_measured_matmul'] or 0):.1f} % of the measured matmul), "
-              f"{(r['flops_per_step'] or 0) / 1e12:.3f} TFLOP/step")
+        head = f"{r['name']}:{r['model']}:{r['batch']} ({r['machine']}): "
+        if r["mfu"] is None:  # an optimised row takes its FLOPs from the eager row of its size, if the table has one
+            print(head + "MFU not counted (no eager row of this model and batch in the table)")
+        else:
+            print(head + f"MFU {100 * r['mfu']:.1f} % ({100 * r['mfu_vs_measured_matmul']:.1f} % of the measured "
+                  f"matmul), {r['flops_per_step'] / 1e12:.3f} TFLOP/step")
     if len(rows) < len(args.rows.split(",")):
         sys.exit(1)
 

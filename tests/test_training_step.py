@@ -22,7 +22,9 @@ from alphavae.losses import LossWeights
 from alphavae.losses.augmentation import blend_augment, blend_choices
 from alphavae.losses.objective import build_objective
 from alphavae.metric.backbones import load_lpips
-from alphavae.training.step import DiscriminatorLoss, DivergenceWatch, GeneratorLoss, global_draws, step_generator
+from alphavae.losses import kl, perceptual
+from alphavae.training.step import (DiscriminatorLoss, DivergenceWatch, GeneratorLoss, LossFunctions, global_draws,
+                                    step_generator)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,14 +47,16 @@ def images(n: int = 4, size: int = 32) -> torch.Tensor:
     return x
 
 
-def run(fast: bool, weights: LossWeights = WEIGHTS) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
-    """STEPS steps of the reference formulation or of the step's modules, from identical starts and draws."""
+def run(fast: bool, weights: LossWeights = WEIGHTS,
+        compiled_losses: bool = False) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
+    """STEPS steps of the reference formulation or of the step's modules (their loss functions compiled with
+    ``compiled_losses``), from identical starts and draws."""
     lpips = load_lpips("alex") if weights.perceptual > 0 else None
     torch.manual_seed(2)  # the same discriminator initialisation for both
     vae, objective = build_objective(tiny_rgb_vae(), weights, "cpu", lpips, disc_channels=8)
     optimizer, disc = torch.optim.SGD(vae.parameters(), 1e-5), objective.discriminator
     disc_optimizer = torch.optim.SGD(disc.parameters(), 1e-2)
-    gen_loss, disc_loss = GeneratorLoss(vae, objective), DiscriminatorLoss(disc)
+    gen_loss, disc_loss = GeneratorLoss(vae, objective, compiled_losses=compiled_losses), DiscriminatorLoss(disc)
     history, batch = [], images()
     for step in range(STEPS):
         choices, _ = global_draws(step_generator(0, step, "cpu"), len(batch), weights.blend_p, (4, 16, 16), 0, 1)
@@ -81,22 +85,36 @@ def run(fast: bool, weights: LossWeights = WEIGHTS) -> tuple[list[dict[str, floa
     return history, state
 
 
-@pytest.mark.parametrize("free_overshoot", [False, True])
-def test_the_step_gives_the_reference_losses_and_weights(free_overshoot):
+@pytest.mark.parametrize(("free_overshoot", "compiled_losses"), [(False, False), (True, False), (False, True)])
+def test_the_step_gives_the_reference_losses_and_weights(free_overshoot, compiled_losses):
+    """The same tolerances with the loss functions compiled, but the reference KL's (the difference of close numbers
+    above): compiled, Inductor's fp32 kernels sum in another order, and it is held within 1e-4 of its largest value
+    in the run, as ``tests/test_training_graphs.py`` holds the compiled networks' (measured: 8e-4 relative at step 1)."""
     weights = dataclasses.replace(WEIGHTS, free_alpha_overshoot=free_overshoot)
     reference, ref_state = run(fast=False, weights=weights)
-    fast, fast_state = run(fast=True, weights=weights)
+    fast, fast_state = run(fast=True, weights=weights, compiled_losses=compiled_losses)
     assert [set(a) for a in reference] == [set(b) for b in fast]
     assert "loss/adversarial" in fast[-1] and "disc/loss" in fast[-1] and "loss/reference_kl" in fast[-1]
     assert fast[-1]["adaptive_weight"] > 0
     for step, (a, b) in enumerate(zip(reference, fast)):
         for key in a:
-            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-9), (step, key)
+            near_zero = compiled_losses and key.endswith("/reference_kl")  # its loss and its weighted value
+            floor = 1e-4 * max(logs[key] for logs in reference) if near_zero else 1e-9
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=floor), (step, key)
     for key, value in ref_state.items():
         assert torch.allclose(fast_state[key], value, rtol=0, atol=1e-6), key
     start_vae, _ = build_objective(tiny_rgb_vae(), WEIGHTS, "cpu", None)
     moved = max(float((value - ref_state[f"vae.{key}"]).abs().max()) for key, value in start_vae.state_dict().items())
     assert moved > 1e-3  # the steps did train, by far more than the tolerance
+
+
+def test_compiled_loss_functions_wrap_the_eager_ones():
+    _, objective = build_objective(tiny_rgb_vae(), WEIGHTS, "cpu", None, disc_channels=8)
+    eager, compiled = LossFunctions.of(objective), LossFunctions.of(objective, compiled=True)
+    for name in ("perceptual", "prior_kl", "kl_to_reference", "reference_composites"):
+        assert getattr(eager, name) is getattr(kl, name, getattr(perceptual, name + "_loss", None))
+        assert getattr(compiled, name)._torchdynamo_orig_callable is getattr(eager, name)
+    assert compiled.reconstruction._torchdynamo_orig_callable == objective.reconstruction_term
 
 
 def test_free_alpha_overshoot_changes_what_the_step_trains():

@@ -27,15 +27,15 @@ the two agree) and differs only in how:
   (:mod:`alphavae.training.layout`; at SD size on an H100, 51.8 images/s without it in stop 21, and in one call of
   stop 22 53.0 with its first version, 68.1 with per-channel statistics: benchmarks/NOTES.md) and the decoder's
   upsampling as a broadcast (:mod:`alphavae.training.upsampling`); the whole step can then be recorded as CUDA
-  graphs (:mod:`alphavae.training.graphs`). The loss functions around the networks stay eager: compiled, they saved
-  0.67 ms of a 25.6-ms embedded step on one H100, and their first compilation (with the decoder's) took 52 s, more
-  than a 5,000-step run gets back (``benchmarks/step_ab.py``'s ``glue`` arm; benchmarks/NOTES.md, stop 25).
+  graphs (:mod:`alphavae.training.graphs`). The loss functions around the networks are compiled too
+  (:class:`LossFunctions`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL
@@ -72,6 +72,33 @@ def global_draws(generator: torch.Generator, global_batch: int, blend_p: float, 
     return (chosen[part], picks[part]), noise[part]
 
 
+@dataclass(frozen=True)
+class LossFunctions:
+    """The loss functions :class:`GeneratorLoss` calls around its networks, eager or each compiled (:meth:`of`).
+
+    Eager, each operation of a loss (the composites, ABMSE's sums, LPIPS's normalise-and-difference, the KLs) is a
+    kernel of its own; compiled, they fuse into a few. On one H100 (benchmarks/NOTES.md, stop 26) the embedded step
+    at batch 8 took 24.8 ms with them compiled against 25.5 ms without (+2.8 % images/s), for about 9 s more
+    compilation (26.5 against 17.7 s of warm-up with the networks' kernels already cached; stop 25's 52 s included
+    recompiling the decoder). They are compiled whenever the networks are.
+    """
+
+    reconstruction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    perceptual: Callable[..., torch.Tensor]
+    prior_kl: Callable[[DiagonalGaussianDistribution], torch.Tensor]
+    kl_to_reference: Callable[..., torch.Tensor]
+    reference_composites: Callable[..., torch.Tensor]
+
+    @classmethod
+    def of(cls, objective: AlphaVAEObjective, compiled: bool = False) -> LossFunctions:
+        functions = {"reconstruction": objective.reconstruction_term, "perceptual": perc.perceptual_loss,
+                     "prior_kl": kl_terms.prior_kl, "kl_to_reference": kl_terms.kl_to_reference,
+                     "reference_composites": kl_terms.reference_composites}
+        if compiled:
+            functions = {name: torch.compile(function, dynamic=False) for name, function in functions.items()}
+        return cls(**functions)
+
+
 class GeneratorLoss(nn.Module):
     """The VAE's loss of one step as one module (its only submodule is the trainable VAE, which DDP wraps).
 
@@ -80,20 +107,22 @@ class GeneratorLoss(nn.Module):
     0-dim tensors (``loss/…``, ``weighted/…``, ``adaptive_weight``, ``total``: the true loss value).
     """
 
-    def __init__(self, vae: AutoencoderKL, objective: AlphaVAEObjective, reduce_mean=None):
+    def __init__(self, vae: AutoencoderKL, objective: AlphaVAEObjective, reduce_mean=None,
+                 compiled_losses: bool = False):
         super().__init__()
         self.vae = vae
         self.objective = objective  # not a module: its networks are frozen or the discriminator's own
         self.reduce_mean = reduce_mean  # averages a tensor over the processes (None: one process)
+        self.losses = LossFunctions.of(objective, compiled_losses)
 
     def forward(self, x01: torch.Tensor, noise: torch.Tensor | None, adversarial: bool):
-        obj, w = self.objective, self.objective.weights
+        obj, w, f = self.objective, self.objective.weights, self.losses
         x = to_vae_range(x01)
         n = x.shape[0]
         with_reference = obj.active("reference_kl")
         encoder_input = [x]
         if with_reference:
-            rgb = kl_terms.reference_composites(x, obj.reference_backgrounds)
+            rgb = f.reference_composites(x, obj.reference_backgrounds)
             encoder_input.append(opaque(rgb))
             with torch.no_grad():  # first, while nothing is held for backward: its buffers stay off the step's peak
                 ref_dtype = next(obj.reference_vae.parameters()).dtype
@@ -104,15 +133,14 @@ class GeneratorLoss(nn.Module):
         recon = obj.seen(self.vae.decode(z).sample.float(), x)  # losses in fp32 even under bf16 autocast
         raw: dict[str, torch.Tensor] = {}
         if obj.active("reconstruction"):
-            raw["reconstruction"] = obj.reconstruction_term(recon, x)
+            raw["reconstruction"] = f.reconstruction(recon, x)
         if obj.active("perceptual"):
-            raw["perceptual"] = perc.perceptual_loss(recon, x, obj.lpips_model, obj.perceptual_backgrounds,
-                                                     w.perceptual_reduction)
+            raw["perceptual"] = f.perceptual(recon, x, obj.lpips_model, obj.perceptual_backgrounds, w.perceptual_reduction)
         if obj.active("prior_kl"):
-            raw["prior_kl"] = kl_terms.prior_kl(posterior)
+            raw["prior_kl"] = f.prior_kl(posterior)
         if with_reference:
             q = DiagonalGaussianDistribution(moments[n:])
-            raw["reference_kl"] = kl_terms.kl_to_reference(q, reference, len(obj.reference_backgrounds))
+            raw["reference_kl"] = f.kl_to_reference(q, reference, len(obj.reference_backgrounds))
         weighted = {term: getattr(w, term) * value for term, value in raw.items()}
         loss = sum(weighted.values(), start=recon.new_zeros(()))
         backward_loss = loss
