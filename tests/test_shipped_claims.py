@@ -328,10 +328,11 @@ def test_rgb_vae_card_parameter_count_and_scaling_factor():
     assert f"**{summary['steps_done']:,} steps**" in text
 
 
-def test_readme_seed0_ablation_figures_are_the_scored_runs():
-    """The README quotes a few seed-0 runs of the 5,000-step ablation before its table is made: each figure is
-    that run's ``score.json`` in ``benchmarks/results/ablation_runs/``; the runs done are the scored ones there,
-    out of every variant × seed of ``configs/ablation.json``."""
+def test_readme_early_ablation_figures_are_the_scored_runs():
+    """The README quotes a few runs of the 5,000-step ablation, one figure per seed done ("seeds 0 / 1: … 29.03 /
+    28.95 dB"), before its table is made: each figure is that run's ``score.json`` in
+    ``benchmarks/results/ablation_runs/``; the runs done are the scored ones there, out of every variant × seed of
+    ``configs/ablation.json``."""
     from alphavae.training.ablation import load_ablation
     ablation = load_ablation(ROOT / "configs" / "ablation.json")
     runs = ROOT / "benchmarks" / "results" / "ablation_runs"
@@ -341,13 +342,18 @@ def test_readme_seed0_ablation_figures_are_the_scored_runs():
     assert done == str(total), f"{where}: the ablation has {total} runs (configs/ablation.json), README says {done}"
     scored = len(list(runs.glob("*/seed-*/score.json")))
     assert _find(text, rf"has {{N}} of its {total} runs", where).group(1) == str(scored), f"{where}: {scored} runs are scored"
+    seeds = [int(n) for n in _find(text, r"\(seeds ([0-9 /]+):", where).group(1).split(" / ")]
+    assert seeds == sorted(seeds) and all((runs / "main" / f"seed-{s}" / "score.json").is_file() for s in seeds), where
+    n = " / ".join(["{N}"] * len(seeds))  # one figure per seed
     psnr, alpha, soft = ("mean", "psnr"), ("alpha", "psnr"), ("alpha", "soft_pct")
-    for claim, variant, keys in (("`main` {N} dB, α {N}, soft α {N} %", "main", (psnr, alpha, soft)),
-                                 ("without GAN {N}, α {N}", "no_gan", (psnr, alpha)),
-                                 ("naive MSE {N}, α {N}", "naive_mse", (psnr, alpha)),
-                                 ("alpha overshoot left free {N}, α {N}, soft α {N} %", "free_alpha_overshoot",
+    for claim, variant, keys in ((f"`main` {n} dB, α {n}, soft α {n} %", "main", (psnr, alpha, soft)),
+                                 (f"without GAN {n}, α {n}", "no_gan", (psnr, alpha)),
+                                 (f"naive MSE {n}, α {n}", "naive_mse", (psnr, alpha)),
+                                 (f"alpha overshoot left free {n}, α {n}, soft α {n} %", "free_alpha_overshoot",
                                   (psnr, alpha, soft))):
-        numbers = json.loads((runs / variant / "seed-0" / "score.json").read_text())["numbers"]
         m = _find(text, claim, where)
-        for group, (part, key) in enumerate(keys, start=1):
-            _printed(m.group(group), numbers[part][key], where=f"{where}, {variant} {part} {key}")
+        figures = iter(m.groups())
+        for part, key in keys:
+            for seed in seeds:
+                numbers = json.loads((runs / variant / f"seed-{seed}" / "score.json").read_text())["numbers"]
+                _printed(next(figures), numbers[part][key], where=f"{where}, {variant} seed {seed} {part} {key}")
