@@ -42,7 +42,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -145,27 +145,41 @@ def icon_name(path: str) -> str:
     return PurePosixPath(path).stem.removesuffix("@2x")
 
 
-def list_sources(package: str, tree: Path, rules: tuple[tuple[str, str | None], ...]) -> list[Source]:
-    """The images of one package the corpus may use: kinds by rule, short side ≥ :data:`MIN_SIDE`, one file per
-    icon name, at most :data:`MAX_PER_PACKAGE` by seeded rank."""
-    version = deb.package_version(tree, package)
-    chosen: dict[str, tuple[int, str, Path, str]] = {}
+def chosen_files(package: str, tree: Path, rules: tuple[tuple[str, str | None], ...], kinds: Collection[str] = KINDS,
+                 min_side: int = 0, log: Callable[[str], None] | None = None) -> list[tuple[str, Path, str]]:
+    """``(path, file, kind)`` of the images of an unpacked package ``tree`` that ``rules`` give one of ``kinds``, not
+    named after a reserved package, short side ≥ ``min_side``; of icons one file per icon name, the largest (then
+    the shortest path). An image PIL cannot open is skipped with a line to ``log``, or raises without one."""
+    chosen: dict[str, tuple[tuple[int, int], str, Path, str]] = {}
     for file in deb.image_files(tree):
         path = file.relative_to(tree).as_posix()
         kind = kind_of(rules, path)
-        if kind is None or deb.names_reserved(path):
+        if kind not in kinds or deb.names_reserved(path):
             continue
-        with Image.open(file) as im:
-            if min(im.size) < MIN_SIDE:
-                continue
-            area = im.width * im.height
-        key = f"icon:{icon_name(path)}" if kind == "icon" else path
-        best = chosen.get(key)
-        if best is None or (area, -len(path)) > (best[0], -len(best[1])):
-            chosen[key] = (area, path, file, kind)
-    picked = sorted(chosen.values(), key=lambda c: deb.rank(package, c[1]))[:MAX_PER_PACKAGE]
+        try:
+            with Image.open(file) as im:
+                width, height = im.size
+        except OSError as exc:
+            if log is None:
+                raise
+            log(f"skipped {package}:{path} ({exc})")
+            continue
+        if min(width, height) < min_side:
+            continue
+        key, size = (f"icon:{icon_name(path)}" if kind == "icon" else path), (width * height, -len(path))
+        if key not in chosen or size > chosen[key][0]:
+            chosen[key] = (size, path, file, kind)
+    return [(path, file, kind) for _, path, file, kind in chosen.values()]
+
+
+def list_sources(package: str, tree: Path, rules: tuple[tuple[str, str | None], ...]) -> list[Source]:
+    """The images of one package the corpus may use (:func:`chosen_files`, short side ≥ :data:`MIN_SIDE`), at most
+    :data:`MAX_PER_PACKAGE` by seeded rank, in path order."""
+    version = deb.package_version(tree, package)
+    files = chosen_files(package, tree, rules, min_side=MIN_SIDE)
+    picked = sorted(files, key=lambda f: deb.rank(package, f[0]))[:MAX_PER_PACKAGE]
     return [Source(package, version, path, file, kind, license_of(tree, package, path))
-            for _, path, file, kind in sorted(picked, key=lambda c: c[1])]
+            for path, file, kind in sorted(picked, key=lambda f: f[0])]
 
 
 def flat_colour(*keys: str) -> torch.Tensor:

@@ -57,25 +57,10 @@ NOT_TRAINING = (deb.OOD_PACKAGE, OPENCLIPART)
 
 
 def candidates(package: str, tree: Path, rules: Rules, log: Callable[[str], None]) -> list[str]:
-    """The image paths of ``package`` this set may take, in seeded rank: of a kind in :data:`KINDS` by ``rules``, not
-    named after a reserved package; of icons, one file per icon name, the largest (then the shortest path)."""
-    best: dict[tuple[str, str], tuple[tuple[int, int], str]] = {}
-    for file in deb.image_files(tree):
-        path = file.relative_to(tree).as_posix()
-        kind = corpus.kind_of(rules, path)
-        if kind not in KINDS or deb.names_reserved(path):
-            continue
-        key, size = ("path", path), (0, 0)
-        if kind == "icon":
-            try:
-                with Image.open(file) as im:
-                    key, size = ("icon", corpus.icon_name(path)), (im.width * im.height, -len(path))
-            except OSError as exc:
-                log(f"skipped {package}:{path} ({exc})")
-                continue
-        if key not in best or size > best[key][0]:
-            best[key] = (size, path)
-    return sorted((path for _, path in best.values()), key=lambda path: deb.rank(package, path))
+    """The image paths of ``package`` this set may take, in seeded rank: the corpus's choice
+    (:func:`rebuild_rgb_corpus.chosen_files`) of the kinds in :data:`KINDS`."""
+    files = corpus.chosen_files(package, tree, rules, KINDS, log=log)
+    return sorted((path for path, _, _ in files), key=lambda path: deb.rank(package, path))
 
 
 def kept_images(package: str, tree: Path, rules: Rules, seen: set[str], per_package: int,
