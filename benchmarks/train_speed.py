@@ -9,8 +9,9 @@ Rows (each in a fresh process, so peak memory and compile caches are its own), a
 * ``eager`` — the trainer's step (``alphavae.training.trainer.train_step``) with ``compile`` and ``cuda_graphs`` off;
 * ``optimised`` — the same step as the trainer runs it on a GPU by default: torch.compile and channels_last
   activations, kept through the VAEs' group norms (``compile``; ``alphavae.training.layout``), the decoder's
-  upsampling as a broadcast (``alphavae.training.upsampling``, since stop 25: the committed optimised rows predate
-  it), recorded as CUDA graphs and replayed (``cuda_graphs``), frozen networks in bf16; ``--optimised graphs`` or
+  upsampling as a broadcast (``alphavae.training.upsampling``, since stop 25) and five loss functions compiled
+  (``alphavae.training.step.LossFunctions``, since stop 26; the optimised rows of ``train_speed.json`` predate both),
+  recorded as CUDA graphs and replayed (``cuda_graphs``), frozen networks in bf16; ``--optimised graphs`` or
   ``--optimised compile`` switch on one of the two.
 
 Models: ``sd`` (Stable Diffusion's VAE architecture, 83.7 M parameters, random init: timing only) and
@@ -360,7 +361,7 @@ def main() -> None:
     for r in earlier + rows:
         head = f"{r['name']}:{r['model']}:{r['batch']} ({r['machine']}): "
         if r["mfu"] is None:  # an optimised row takes its FLOPs from the eager row of its size, if the table has one
-            print(head + "MFU not counted (no eager row of this model and batch in the table)")
+            print(head + "MFU not counted (no eager row of the same model, batch, size and LPIPS net in the table)")
         else:
             print(head + f"MFU {100 * r['mfu']:.1f} % ({100 * r['mfu_vs_measured_matmul']:.1f} % of the measured "
                   f"matmul), {r['flops_per_step'] / 1e12:.3f} TFLOP/step")

@@ -303,6 +303,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("reference_copy_keeps_its_decoder", "alphavae/training/step.py",
              "memo={id(vae.decoder): None, id(vae.post_quant_conv): None}", "memo={}",
              ("tests/test_training_layout.py::test_the_trainers_reference_copy_only_encodes",)),
+    Mutation("loss_functions_never_compiled", "alphavae/training/step.py",
+             "        if compiled:\n            functions = {", "        if False:\n            functions = {",
+             ("tests/test_training_step.py::test_compiled_loss_functions_wrap_the_eager_ones",
+              "tests/test_training_step.py::test_the_step_gives_the_reference_losses_and_weights"),
+             "the trainer's compiled step silently runs its loss functions eager (2.9 % slower on an H100)"),
 )
 
 

@@ -329,8 +329,8 @@ def test_rgb_vae_card_parameter_count_and_scaling_factor():
 
 
 def test_readme_early_ablation_figures_are_the_scored_runs():
-    """The README quotes a few runs of the 5,000-step ablation, one figure per seed done ("seeds 0 / 1: … 29.03 /
-    28.95 dB"), before its table is made: each figure is that run's ``score.json`` in
+    """The README quotes a few runs of the 5,000-step ablation, one figure per seed done ("seeds 0 / 1: `main` a / b
+    dB"), before its table is made: each figure is that run's ``score.json`` in
     ``benchmarks/results/ablation_runs/``; the runs done are the scored ones there, out of every variant × seed of
     ``configs/ablation.json``."""
     from alphavae.training.ablation import load_ablation

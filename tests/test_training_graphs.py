@@ -69,6 +69,7 @@ def train_some(config, record: bool | None) -> tuple[list[dict[str, float]], dic
     if record is False:
         setup.graphs = StepGraphs(lambda *args: update(setup, *args), record=False)
     assert (setup.graphs is not None) == (record is not None)
+    assert any("loss functions" in note for note in setup.notes) == (config.compile == "on")  # compiled with the networks
     history = [read_logs(acc, train_step(setup, b, s)) for s, b in enumerate(batches(STEPS, config.image_size))]
     state = {f"vae.{k}": v.float().cpu() for k, v in setup.model.state_dict().items()}
     state.update({f"disc.{k}": v.float().cpu() for k, v in setup.discriminator.state_dict().items()})

@@ -27,7 +27,7 @@ the two agree) and differs only in how:
   (:mod:`alphavae.training.layout`; at SD size on an H100, 51.8 images/s without it in stop 21, and in one call of
   stop 22 53.0 with its first version, 68.1 with per-channel statistics: benchmarks/NOTES.md) and the decoder's
   upsampling as a broadcast (:mod:`alphavae.training.upsampling`); the whole step can then be recorded as CUDA
-  graphs (:mod:`alphavae.training.graphs`). The loss functions around the networks are compiled too
+  graphs (:mod:`alphavae.training.graphs`). Five loss functions around the networks are compiled too
   (:class:`LossFunctions`).
 """
 
@@ -74,13 +74,18 @@ def global_draws(generator: torch.Generator, global_batch: int, blend_p: float, 
 
 @dataclass(frozen=True)
 class LossFunctions:
-    """The loss functions :class:`GeneratorLoss` calls around its networks, eager or each compiled (:meth:`of`).
+    """The five loss functions :class:`GeneratorLoss` calls around its networks — the reconstruction term (ABMSE or
+    naive MSE), the perceptual term (composites and the LPIPS call), the prior KL, the KL to the reference and the
+    reference composites — eager or each compiled (:meth:`of`). The rest of the step's glue (the hinge losses, the
+    held alpha of ``free_alpha_overshoot``, the adaptive weight's surrogate) stays eager.
 
-    Eager, each operation of a loss (the composites, ABMSE's sums, LPIPS's normalise-and-difference, the KLs) is a
-    kernel of its own; compiled, they fuse into a few. On one H100 (benchmarks/NOTES.md, stop 26) the embedded step
-    at batch 8 took 24.8 ms with them compiled against 25.5 ms without (+2.8 % images/s), for about 9 s more
-    compilation (26.5 against 17.7 s of warm-up with the networks' kernels already cached; stop 25's 52 s included
-    recompiling the decoder). They are compiled whenever the networks are.
+    Eager, each operation of a loss is a kernel of its own; compiled, they fuse into a few. In the step A/B on one
+    H100 (``benchmarks/step_ab.py``'s former ``glue`` arm, which patched these functions; benchmarks/NOTES.md, stop
+    26) the embedded step at batch 8 took 24.8 ms with them compiled against 25.5 ms without (+2.9 % images/s), for
+    about 9 s more compilation (26.5 s of warm-up with the networks' kernels already cached, against 17.7 s for stop
+    25's upsample arm on another boot; stop 25's 52 s included recompiling the decoder). A cold 5,000-step run
+    therefore loses about 5.5 s; from about 13,000 steps, or where Inductor's on-disk cache already holds these
+    graphs (later runs on the same machine), it gains. They are compiled whenever the networks are.
     """
 
     reconstruction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -91,6 +96,8 @@ class LossFunctions:
 
     @classmethod
     def of(cls, objective: AlphaVAEObjective, compiled: bool = False) -> LossFunctions:
+        """``objective``'s functions (its reconstruction term is the bound method, which reads its weights), each
+        ``torch.compile``-d for fixed shapes with ``compiled``."""
         functions = {"reconstruction": objective.reconstruction_term, "perceptual": perc.perceptual_loss,
                      "prior_kl": kl_terms.prior_kl, "kl_to_reference": kl_terms.kl_to_reference,
                      "reference_composites": kl_terms.reference_composites}

@@ -142,9 +142,11 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
     frozen_dtype = torch.bfloat16 if on_gpu and accelerator.mixed_precision == "bf16" else None
     notes += optimise_networks(model, objective, compile_networks, frozen_dtype)
     reduce_mean = (lambda t: accelerator.reduce(t, reduction="mean")) if accelerator.num_processes > 1 else None
-    generator_loss = accelerator.prepare_model(GeneratorLoss(model, objective, reduce_mean, compiled_losses=compile_networks))
+    generator_loss = accelerator.prepare_model(
+        GeneratorLoss(model, objective, reduce_mean, compiled_losses=compile_networks))
     if compile_networks:
-        notes.append("torch.compile of the loss functions around the networks (step.LossFunctions)")
+        notes.append("torch.compile of the loss functions around the networks: reconstruction, perceptual, both KLs, "
+                     "reference composites (step.LossFunctions)")
     graphs = use_cuda_graphs(config, accelerator)
     optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay, capturable=graphs)
     scheduler = lr_schedule(optimizer, config.lr_schedule, config.warmup_steps, config.steps)
