@@ -112,7 +112,7 @@ def _pil_to_rgba(im: Image.Image) -> torch.Tensor:
         g = torch.from_numpy(arr)[None]
         return torch.cat([g.expand(3, -1, -1), torch.ones_like(g)])
     if im.mode == "F":
-        g = torch.from_numpy(np.asarray(im, dtype=np.float32))
+        g = torch.from_numpy(np.array(im, dtype=np.float32))  # a copy: PIL's buffer is read-only
         if torch.isnan(g).any():  # clamping keeps NaN, and a NaN pixel would silently poison every metric
             raise ValueError("the image has NaN pixel values")
         g = g.clamp(0, 1)[None]
