@@ -23,7 +23,11 @@
 set -u
 shopt -s nullglob
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+else
+  echo "no GPU: the table alone, on this CPU" | tee "$OUT/gpu.txt"  # RUNS=<scored runs> (see above)
+fi
 RESULTS=runs/ablation-results
 RUNS=${RUNS:-runs/ablation}
 SCORED=${SCORED:-benchmarks/results/ablation_runs}

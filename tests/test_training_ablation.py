@@ -26,6 +26,8 @@ from alphavae.paths import results_dir, sample_dir
 from alphavae.imageio import load_rgba
 from alphavae.training.splits import make_split, read_split, split_files, write_split
 from alphavae.training.config import ConfigError
+from alphavae.training.ablation_table import NOT_RECORDED
+from alphavae.vae.loading import machine_name
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -300,6 +302,11 @@ def test_runs_trained_in_separate_calls_make_one_table_without_their_models(abla
     assert rows["naive_mse"]["seeds"]["0"]["mean"] == scored[runs / "naive_mse" / "seed-0"]["numbers"]["mean"]
     assert "vs_main" in rows["naive_mse"] and "| naive_mse |" in table.split("Difference")[1]
     assert load_rgba(results / "ablation_recon" / "naive_mse.png").shape == (4, 32, 64)
+    cpu = machine_name(torch.device("cpu"))  # where the runs trained (their run.json), not where the table is made
+    assert result["trained_on"] == {cpu: 4} and f"trained on: {cpu} (4 runs); this table made on {cpu}." in table
+    old_run = runs / "main" / "seed-0" / "run.json"  # as the trainer wrote it before stop 26
+    old_run.write_text(json.dumps({k: v for k, v in json.loads(old_run.read_text()).items() if k != "machine"}))
+    assert f"trained on: {cpu} (3 runs), {NOT_RECORDED} (1 run);" in run_ablation(path, runs, results, overrides={"steps": 1})
     (runs / "naive_mse" / "seed-0" / "pictures.png").unlink()  # as if seed 0 had been scored second in its call
     run_ablation(path, runs, results, overrides={"steps": 1})
     again = json.loads((results / "ablation.json").read_text())

@@ -34,7 +34,7 @@ from alphavae.metric.backbones import VGG16Features, vgg16_features
 from alphavae.paths import results_dir, shared_data_dir
 from alphavae.training.data import RGBAFolder
 from alphavae.training.splits import read_split, split_files
-from alphavae.vae.loading import torch_device
+from alphavae.vae.loading import machine_name, torch_device
 from alphavae.vae.reconstruct import RECONSTRUCT_BATCH, reconstruct
 
 #: The backgrounds the generated and real composites are scored over (FD/KID averaged over them).
@@ -194,7 +194,7 @@ def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, devi
             **evaluate_generation(round_trip, real, feature, real_features=real_features)}
     return {"n_generated": n, "seed": seed, "image_size": size, "features": FD_LABEL,
             "feature_backgrounds": list(FEATURE_BACKGROUNDS),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "models": results}
+            "device": machine_name(device), "models": results}
 
 
 def read_results(path: str | Path | None = None) -> dict:

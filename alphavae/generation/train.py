@@ -52,7 +52,8 @@ from alphavae.training.data import RGBAFolder
 from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import adamw, lr_schedule, settle_ema
 from alphavae.training.splits import read_split, split_files
-from alphavae.vae.loading import autocast_dtype, autocast_for, latent_factors, load_vae, torch_device, weights_sha256
+from alphavae.vae.loading import (autocast_dtype, autocast_for, latent_factors, load_vae, machine_name, torch_device,
+                                  weights_sha256)
 
 #: The split shared with the RGBA VAE trainer (helper E's file): same held-out images everywhere.
 DEFAULT_SPLIT = shipped_config("split-rgba-train")
@@ -262,7 +263,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         "num_inference_steps": config.num_inference_steps, "sampler": "DPMSolverMultistepScheduler (dpmsolver++, trailing spacing)",
         "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",
         "n_train_images": len(train_files), "steps_done": step, "train_minutes": round(seconds / 60, 2),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": machine_name(device),
         "precision": "bf16" if autocast_dtype(device) is torch.bfloat16 else "fp32",
         "n_parameters": sum(p.numel() for p in unet.parameters()), "config": asdict(config),
     }

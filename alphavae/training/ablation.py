@@ -30,10 +30,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ from alphavae.losses.objective import build_objective, gradient_shares
 from alphavae.training.trainer import perceptual_model, train
 from alphavae.vae.reconstruct import RECONSTRUCT_BATCH, reconstruct
 from alphavae.paths import results_dir
-from alphavae.vae.loading import load_vae, weights_sha256
+from alphavae.vae.loading import load_vae, machine_name, weights_sha256
 
 #: Held-out images the gradient shares at the start are measured on.
 SHARE_IMAGES = 8
@@ -276,6 +276,15 @@ def picture_strip(images: torch.Tensor, picks: list[int]) -> torch.Tensor | None
     return torch.cat(list(images[picks]), dim=-1) if picks else None
 
 
+def trained_on(output: Path, configs: dict[str, TrainConfig], seeds: list[int] | None) -> dict[str, int]:
+    """How many of the runs trained on each machine, as their ``run.json`` names it ("not recorded": runs made before
+    the trainer wrote it, stop 26)."""
+    machines = [json.loads((folder / "run.json").read_text()).get("machine", "not recorded")
+                for name, cfg in configs.items() for folder in run_dirs(output, name, cfg, seeds).values()
+                if (folder / "run.json").is_file()]
+    return dict(sorted(Counter(machines).items()))
+
+
 def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Path, n_pictures: int,
                       command: str, seeds: list[int] | None = None) -> dict[str, Any]:
     """Score every trained (variant, seed) run and the two reference rows; write the JSON, the Markdown and the
@@ -337,10 +346,10 @@ def evaluate_ablation(configs: dict[str, TrainConfig], output: Path, results: Pa
     if seeds is not None and len(seeds) == 1:
         notes.append(f"One seed ({seeds[0]}) per variant: no intervals, so a difference between rows may be seed noise.")
     rows.append(_row("RGB VAE on composites (ceiling)", "reference", rgb_ceiling(rgb_vae, targets, device, lpips_model)))
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
     result = {"rows": rows, "n_images": len(targets), "image_size": first.image_size, "steps": first.steps,
               "batch_size": first.batch_size, "seeds": seeds or [first.seed], "vae": first.vae,
-              "vae_sha256": weights_sha256(first.vae), "machine": machine, "command": command,
+              "vae_sha256": weights_sha256(first.vae), "machine": machine_name(device),
+              "trained_on": trained_on(output, configs, seeds), "command": command,
               "lpips_unavailable": lpips_model is None, "real_soft_alpha_pct": 100 * alpha_statistics(targets)["soft"],
               "pictures": [heldout[i].name for i in picks],
               "notes": notes + [f"{name}: {cfg.description}" for name, cfg in configs.items() if cfg.description]}

@@ -58,6 +58,21 @@ def _header(first: str, columns: tuple[tuple[str, str, str, int], ...]) -> list[
     return [f"| {first} | " + " | ".join(c[0] for c in columns) + " |", "|---|" + "---|" * len(columns)]
 
 
+#: How the table names the machine of a run whose ``run.json`` predates the field (the trainer writes it since stop 26).
+NOT_RECORDED = "a machine its run.json does not name"
+
+
+def _machines(result: dict[str, Any]) -> str:
+    """Where the runs trained (their ``run.json``; results files before stop 26 name one machine, the scoring one) and
+    where this table was scored."""
+    trained = result.get("trained_on")
+    if trained is None:
+        return f"machine: {result['machine']}"
+    runs = ", ".join(f"{NOT_RECORDED if machine == 'not recorded' else machine} ({count} run{'s' * (count != 1)})"
+                     for machine, count in trained.items())
+    return f"trained on: {runs or 'no run found'}; this table made on {result['machine']}"
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """The ablation table as Markdown (one row per model), with the setup and notes under it."""
     seeds = result.get("seeds") or []
@@ -87,7 +102,7 @@ def markdown_table(result: dict[str, Any]) -> str:
                                f"; soft α %: pixels with {TRANSPARENT} ≤ α ≤ {OPAQUE}, {result['real_soft_alpha_pct']:.1f} % in the "
                                "held-out images themselves") + "."),
               (f"Training: {result['steps']} steps, global batch {result['batch_size']}, from `{result['vae']}`; "
-               f"machine: {result['machine']}.")]
+               + _machines(result) + ".")]
     if len(seeds) > 1:
         lines.append(f"Seeds: {len(seeds)} runs per variant (seeds {', '.join(map(str, seeds))}); a variant's value is "
                      f"the mean over its seeds ± the half-width of the {100 * COVERAGE:.0f} % Student-t interval of that mean "

@@ -47,7 +47,7 @@ from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import adamw, lr_schedule, settle_ema, settle_groups
 from alphavae.training.step import (DiscriminatorLoss, DivergenceWatch, GeneratorLoss, augment, global_draws,
                                     optimise_networks, step_generator)
-from alphavae.vae.loading import autocast_dtype, load_vae
+from alphavae.vae.loading import autocast_dtype, load_vae, machine_name
 from alphavae.vae.reconstruct import reconstruct
 
 class TrainingDiverged(RuntimeError):
@@ -409,7 +409,7 @@ def _train(config: TrainConfig, output: Path, resume: bool, stop_after: int | No
         start = _restore(setup, shared, local)
     if acc.is_main_process:
         run_info = {"config": config.to_dict(), "notes": setup.notes, "processes": acc.num_processes,
-                    "device": str(acc.device), "mixed_precision": acc.mixed_precision,
+                    "device": str(acc.device), "machine": machine_name(acc.device), "mixed_precision": acc.mixed_precision,
                     "train_images": len(train_files), "heldout_images": len(heldout_files)}
         (output / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         for note in setup.notes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import urllib.error
 import urllib.request
 import warnings
@@ -74,6 +75,13 @@ def torch_device(device: str | torch.device | None = "auto") -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def machine_name(device: torch.device) -> str:
+    """What a results file says ran it: the GPU's name (``NVIDIA H100 80GB HBM3``) or ``CPU (<processor>)``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()})"
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
