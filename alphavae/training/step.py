@@ -79,13 +79,11 @@ class LossFunctions:
     reference composites — eager or each compiled (:meth:`of`). The rest of the step's glue (the hinge losses, the
     held alpha of ``free_alpha_overshoot``, the adaptive weight's surrogate) stays eager.
 
-    Eager, each operation of a loss is a kernel of its own; compiled, they fuse into a few. In the step A/B on one
-    H100 (``benchmarks/step_ab.py``'s former ``glue`` arm, which patched these functions; benchmarks/NOTES.md, stop
-    26) the embedded step at batch 8 took 24.8 ms with them compiled against 25.5 ms without (+2.9 % images/s), for
-    about 9 s more compilation (26.5 s of warm-up with the networks' kernels already cached, against 17.7 s for stop
-    25's upsample arm on another boot; stop 25's 52 s included recompiling the decoder). A cold 5,000-step run
-    therefore loses about 5.5 s; from about 13,000 steps, or where Inductor's on-disk cache already holds these
-    graphs (later runs on the same machine), it gains. They are compiled whenever the networks are.
+    Eager, each operation of a loss is a kernel of its own; compiled, they fuse into a few. On one H100
+    (benchmarks/NOTES.md, stop 26) the embedded step at batch 8 ran 323.1 images/s with them compiled against 313.8
+    without (24.8 against 25.5 ms, two boots; ``benchmarks/step_ab.py``'s former ``glue`` arm, which patched these
+    functions, agreed: 322.7), and its cold warm-up took 93.1 against 89.1 s: a cold 5,000-step run about breaks
+    even, longer ones gain. They are compiled whenever the networks are.
     """
 
     reconstruction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
