@@ -64,7 +64,7 @@ NOT_RECORDED = "a machine its run.json does not name"
 
 def _machines(result: dict[str, Any]) -> str:
     """Where the runs trained (their ``run.json``; results files before stop 26 name one machine, the scoring one) and
-    where this table was scored."""
+    where this table was made."""
     trained = result.get("trained_on")
     if trained is None:
         return f"machine: {result['machine']}"
