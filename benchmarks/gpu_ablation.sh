@@ -9,7 +9,10 @@
 # the configs' number of steps.
 # VARIANTS="main no_gan" trains only those (--variants): one GPU call trains a few runs. Each scored run's small
 # folder (score.json, run.json, log.jsonl, and pictures.png for the first seed a call scores; no model, no TensorBoard
-# events) comes back as $OUT/scored-runs.tgz: unpack it into benchmarks/results/ablation_runs/ and commit it. Every call
+# events) comes back as $OUT/scored-runs.tgz: unpack its new runs into benchmarks/results/ablation_runs/ and commit them,
+#   tar xzf scored-runs.tgz -C benchmarks/results/ablation_runs --skip-old-files --exclude='*seed-[1-9]*/pictures.png'
+# (the committed runs stay as they are; the table's strips are seed 0's, so later seeds' 0.2-MB pictures stay out of the
+# tree every call carries). Every call
 # first copies the committed runs (SCORED, that folder by default) into RUNS, where they count as scored: only the
 # rest is trained. RUNS (runs/ablation) is git-ignored, so an unfinished run's checkpoints stay on a warm machine
 # between calls, which re-copy the tracked tree. On this CPU, RUNS=benchmarks/results/ablation_runs makes the table
