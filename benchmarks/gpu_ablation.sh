@@ -16,7 +16,8 @@
 # first copies the committed runs (SCORED, that folder by default) into RUNS, where they count as scored: only the
 # rest is trained. RUNS (runs/ablation) is git-ignored, so an unfinished run's checkpoints stay on a warm machine
 # between calls, which re-copy the tracked tree. On this CPU, RUNS=benchmarks/results/ablation_runs makes the table
-# alone once every run is scored.
+# alone once every run is scored (about 15 minutes on 2 cores for the reference rows and gradient shares, so without a GPU
+# ABLATION_TIMEOUT defaults to 7200 s instead of 480).
 # When ABLATION_TIMEOUT stops the training, the runs that finished (seed-<s> folders) are scored, seed by seed,
 # until CALL_LIMIT seconds (570: the device's 600 less the packing) from the script's start, so a call cut short loses only its
 # unfinished runs; re-run the same command on the same warm machine to resume those.
@@ -27,9 +28,9 @@ set -u
 shopt -s nullglob
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 if command -v nvidia-smi > /dev/null; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"; timeout_s=480
 else
-  echo "no GPU: the table alone, on this CPU" | tee "$OUT/gpu.txt"  # RUNS=<scored runs> (see above)
+  echo "no GPU: the table alone, on this CPU" | tee "$OUT/gpu.txt"; timeout_s=7200  # RUNS=<scored runs> (see above)
 fi
 RESULTS=runs/ablation-results
 RUNS=${RUNS:-runs/ablation}
@@ -56,7 +57,7 @@ if [ "${MPS:-0}" = 1 ]; then
 fi
 ablation=(python3 -m alphavae train --ablation configs/ablation.json --output "$RUNS" --results "$RESULTS" "${common[@]}")
 complete=1
-timeout "${ABLATION_TIMEOUT:-480}" "${ablation[@]}" --jobs "${JOBS:-7}" "${picks[@]}" || {
+timeout "${ABLATION_TIMEOUT:-$timeout_s}" "${ablation[@]}" --jobs "${JOBS:-7}" "${picks[@]}" || {
   complete=0; echo "ablation did not finish: scoring the runs that did"; logs=("$RUNS"/*.log "$RUNS"/*/*.log)
   [ ${#logs[@]} -gt 0 ] && tail -n 3 "${logs[@]}"
   finished=("$RUNS"/*/seed-*/model "$RUNS"/*/seed-*/score.json)
