@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from alphavae.imageio import atomic_write
+from alphavae.vae.loading import machine_name, torch_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import DEFAULT_OPTIMISED, TIMED_STEPS, WARMUP_STEPS, host, run_row  # noqa: E402  (beside this one)
@@ -64,7 +65,7 @@ def main() -> None:
     unknown = [part for arm in args.arms.split(",") for part in arm.split("+") if part not in ARMS]
     if unknown:
         parser.error(f"--arms: unknown arm {unknown[0]!r} (choose from {', '.join(ARMS)}, joined with '+')")
-    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    machine = machine_name(torch_device())
     rows = []
     for arm in args.arms.split(","):
         cmd = [sys.executable, __file__, "--one", arm, "--row", args.row, "--steps", str(args.steps),

@@ -54,6 +54,7 @@ from alphavae.training.data import RGBAFolder
 from alphavae.training.graphs import WARMUP
 from alphavae.training.step import step_generator
 from alphavae.training.trainer import build_setup, make_accelerator, read_logs, train_step
+from alphavae.vae.loading import machine_name, torch_device
 
 ROWS = ("official:sd:16", "eager:sd:16", "optimised:sd:16", "official:embedded:8", "eager:embedded:8",
         "optimised:embedded:8", "official:embedded:64", "eager:embedded:64", "optimised:embedded:64")
@@ -291,7 +292,7 @@ def save(rows: list[dict], path: Path | None) -> None:
     """:func:`finish` the rows, stamp the new ones (those without a command) with machine, host and command, and
     write them to ``path`` atomically (after every row: a call cut short by its time limit keeps the rows it
     measured, and an appended table its earlier rows)."""
-    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    machine = machine_name(torch_device())
     command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
     stamp = {"machine": machine, "host": host(), "command": command, "torch": torch.__version__}
     for r in finish(rows):
