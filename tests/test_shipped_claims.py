@@ -152,17 +152,19 @@ README = (ROOT / "README.md").read_text()
 #: README row label → ``results/ablation.json`` row name.
 ABLATION_ROWS = {
     "converted, untouched": "converted, untouched",
-    "main (previous `embedded-rgba`)": "main",
+    "main (the paper's objective)": "main",
     "without GAN": "no_gan",
     "without prior KL": "no_prior_kl",
     "without reference KL": "no_reference_kl",
     "naive 4-channel MSE": "naive_mse",
     "without LPIPS": "no_lpips",
     "LPIPS per pixel (taming's share)": "lpips_per_pixel",
+    "alpha overshoot held at the bound (shipped recipe)": "free_alpha_overshoot",
     "RGB VAE on composites": "RGB VAE on composites (ceiling)",
 }
 ABLATION_COLUMNS = {"PSNR": ("mean", "psnr"), "SSIM": ("mean", "ssim"), "LPIPS": ("mean", "lpips"),
-                    "α PSNR": ("alpha", "psnr"), "α SAD": ("alpha", "sad")}
+                    "α PSNR": ("alpha", "psnr"), "α SAD": ("alpha", "sad"),
+                    "soft α %": ("alpha", "soft_pct")}
 
 #: README row label → ``results/generation.json`` model key.
 GENERATION_ROWS = {
@@ -173,6 +175,7 @@ GENERATION_ROWS = {
 
 
 def test_readme_ablation_table_prints_results_ablation_json():
+    """Each README cell is the results file's mean, and ``± h`` its 95 % interval's half-width where it prints one."""
     results = {row["name"]: row for row in json.loads((results_dir() / "ablation.json").read_text())["rows"]}
     rows = _table(README, "| model | PSNR | SSIM | LPIPS |")
     labels = [row["model"] for row in rows]
@@ -180,7 +183,13 @@ def test_readme_ablation_table_prints_results_ablation_json():
     for row in rows:
         result = results[ABLATION_ROWS[row["model"]]]
         for column, (section, key) in ABLATION_COLUMNS.items():
-            _printed(row[column], result.get(section, {}).get(key), where=f"README ablation {row['model']!r} {column}")
+            where = f"README ablation {row['model']!r} {column}"
+            value, _, half = row[column].partition("±")
+            _printed(value, result.get(section, {}).get(key), where=where)
+            interval = (result.get("interval95") or {}).get(section, {}).get(key)
+            assert bool(half) == (interval is not None), f"{where}: ± printed iff the results file has an interval"
+            if half:
+                _printed(half, interval, where=where + " interval")
 
 
 def test_readme_generation_table_prints_results_generation_json():
@@ -293,10 +302,18 @@ def test_rgba_model_card_ablation_claims_are_the_ablation_results():
     text = " ".join(_card("embedded-rgba").split())
     rows = {row["name"]: row for row in json.loads((results_dir() / "ablation.json").read_text())["rows"]}
     where = "embedded-rgba/MODEL_CARD.md"
-    _printed(_find(text, r"without the GAN scores higher on pixel metrics \({N} dB\)", where).group(1),
-             rows["no_gan"]["mean"]["psnr"], where=where)
-    _printed(_find(text, r"learns alpha faster \(alpha PSNR {N} dB\)", where).group(1),
-             rows["naive_mse"]["alpha"]["psnr"], where=where)
+    m = _find(text, r"without the GAN scores higher on pixel metrics \({N} dB against main's {N}\)", where)
+    _printed(m.group(1), rows["no_gan"]["mean"]["psnr"], where=where)
+    _printed(m.group(2), rows["main"]["mean"]["psnr"], where=where)
+    m = _find(text, r"learns alpha faster \(alpha PSNR {N} dB against {N}\)", where)
+    _printed(m.group(1), rows["naive_mse"]["alpha"]["psnr"], where=where)
+    _printed(m.group(2), rows["main"]["alpha"]["psnr"], where=where)
+    vs_main = rows["free_alpha_overshoot"]["vs_main"]["alpha"]
+    m = _find(text, r"soft-alpha pixels −{N} ± {N} points and alpha SAD −{N} ± {N} thousand \(both real\)", where)
+    for (key, part, sign), cell in zip([("soft_pct", "diff", -1), ("soft_pct", "interval95", 1), ("sad", "diff", -1),
+                                        ("sad", "interval95", 1)], m.groups()):
+        _printed(cell, sign * vs_main[key][part], where=f"{where} overshoot {key} {part}")
+    assert vs_main["soft_pct"]["real"] and vs_main["sad"]["real"], where
 
 
 def test_generator_card_and_json_agree_with_the_shipped_unet():
@@ -328,32 +345,41 @@ def test_rgb_vae_card_parameter_count_and_scaling_factor():
     assert f"**{summary['steps_done']:,} steps**" in text
 
 
-def test_readme_early_ablation_figures_are_the_scored_runs():
-    """The README quotes a few runs of the 5,000-step ablation, one figure per seed done ("seeds 0 / 1: `main` a / b
-    dB"), before its table is made: each figure is that run's ``score.json`` in
-    ``benchmarks/results/ablation_runs/``; the runs done are the scored ones there, out of every variant × seed of
-    ``configs/ablation.json``."""
+def test_the_ablation_table_is_every_committed_run_of_the_config():
+    """``results/ablation.json`` has every variant × seed of ``configs/ablation.json`` (at least 3 seeds), and each
+    seed's figures are that run's ``score.json`` in ``benchmarks/results/ablation_runs/``: the committed runs are the
+    table's runs."""
     from alphavae.training.ablation import load_ablation
     ablation = load_ablation(ROOT / "configs" / "ablation.json")
+    result = json.loads((results_dir() / "ablation.json").read_text())
     runs = ROOT / "benchmarks" / "results" / "ablation_runs"
-    text = " ".join(README.split())
-    where = "README (ablation re-run)"
-    done, total = _find(text, r"\({N} runs:", where).group(1), len(ablation.variants) * len(ablation.seeds)
-    assert done == str(total), f"{where}: the ablation has {total} runs (configs/ablation.json), README says {done}"
-    scored = len(list(runs.glob("*/seed-*/score.json")))
-    assert _find(text, rf"has {{N}} of its {total} runs", where).group(1) == str(scored), f"{where}: {scored} runs are scored"
-    seeds = [int(n) for n in _find(text, r"\(seeds ([0-9 /]+):", where).group(1).split(" / ")]
-    assert seeds == sorted(seeds) and all((runs / "main" / f"seed-{s}" / "score.json").is_file() for s in seeds), where
-    n = " / ".join(["{N}"] * len(seeds))  # one figure per seed
-    psnr, alpha, soft = ("mean", "psnr"), ("alpha", "psnr"), ("alpha", "soft_pct")
-    for claim, variant, keys in ((f"`main` {n} dB, α {n}, soft α {n} %", "main", (psnr, alpha, soft)),
-                                 (f"without GAN {n}, α {n}", "no_gan", (psnr, alpha)),
-                                 (f"naive MSE {n}, α {n}", "naive_mse", (psnr, alpha)),
-                                 (f"alpha overshoot left free {n}, α {n}, soft α {n} %", "free_alpha_overshoot",
-                                  (psnr, alpha, soft))):
-        m = _find(text, claim, where)
-        figures = iter(m.groups())
-        for part, key in keys:
-            for seed in seeds:
-                numbers = json.loads((runs / variant / f"seed-{seed}" / "score.json").read_text())["numbers"]
-                _printed(next(figures), numbers[part][key], where=f"{where}, {variant} seed {seed} {part} {key}")
+    assert result["seeds"] == list(ablation.seeds) and len(ablation.seeds) >= 3
+    rows = {row["name"]: row for row in result["rows"]}
+    assert sorted(runs.glob("*/seed-*/score.json")) == sorted(
+        runs / v / f"seed-{s}" / "score.json" for v in ablation.variants for s in ablation.seeds)
+    for variant in ablation.variants:
+        assert sorted(rows[variant]["seeds"]) == [str(s) for s in ablation.seeds], variant
+        for seed in ablation.seeds:
+            numbers = json.loads((runs / variant / f"seed-{seed}" / "score.json").read_text())["numbers"]
+            for part in ("mean", "alpha"):
+                for key, value in numbers[part].items():
+                    assert rows[variant]["seeds"][str(seed)][part][key] == pytest.approx(value, rel=1e-6), (
+                        f"{variant} seed {seed} {part} {key}")
+
+
+def test_readme_ablation_differences_print_results_ablation_json():
+    """The README's table of differences from main prints each ``vs_main`` difference ± interval, in bold exactly
+    where the results file calls it real."""
+    results = {row["name"]: row for row in json.loads((results_dir() / "ablation.json").read_text())["rows"]}
+    rows = _table(README, "| variant − main |")
+    assert sorted(row["variant − main"] for row in rows) == sorted(
+        label for label, name in ABLATION_ROWS.items() if results[name].get("vs_main"))
+    for row in rows:
+        vs_main = results[ABLATION_ROWS[row["variant − main"]]]["vs_main"]
+        for column, (section, key) in ABLATION_COLUMNS.items():
+            cell, where = row[column], f"README ablation difference {row['variant − main']!r} {column}"
+            d = vs_main[section][key]
+            assert cell.startswith("**") == d["real"], f"{where}: bold must mean real ({d['real']})"
+            diff, half = cell.strip("*").split("±")
+            _printed(diff.strip().lstrip("+"), d["diff"], where=where)
+            _printed(half, d["interval95"], where=where + " interval")

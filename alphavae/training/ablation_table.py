@@ -15,7 +15,7 @@ from alphavae.training.ablation_stats import COVERAGE
 #: The metric columns: header, row section, metric, digits.
 COLUMNS = (("PSNR", "mean", "psnr", 2), ("SSIM", "mean", "ssim", 4), ("LPIPS", "mean", "lpips", 4),
            ("PSNR (α>0)", "masked_mean", "psnr", 2), ("α PSNR", "alpha", "psnr", 2), ("α SAD", "alpha", "sad", 2),
-           ("α grad", "alpha", "grad", 2), ("soft α %", "alpha", "soft_pct", 1))
+           ("α grad", "alpha", "grad", 4), ("soft α %", "alpha", "soft_pct", 1))
 
 
 def _fmt(value: float | None, digits: int) -> str:
