@@ -383,3 +383,20 @@ def test_readme_ablation_differences_print_results_ablation_json():
             diff, half = cell.strip("*").split("±")
             _printed(diff.strip().lstrip("+"), d["diff"], where=where)
             _printed(half, d["interval95"], where=where + " interval")
+
+
+def test_readme_training_speed_figures_are_the_h200_run():
+    """The README's training-step speeds are the rows of ``benchmarks/results/train_speed_h200_stop27.json``."""
+    rows = {(r["name"], r["model"], r["batch"]): r
+            for r in json.loads((ROOT / "benchmarks" / "results" / "train_speed_h200_stop27.json").read_text())}
+    assert {r["machine"] for r in rows.values()} == {"NVIDIA H200"}
+    text = " ".join(README.split())
+    where = "README training speed"
+    m = _find(text, r"embedded VAE at {N} images/s at batch 8, {N}× the official formulation's {N} in the same run", where)
+    optimised, official = rows[("optimised", "embedded", 8)], rows[("official", "embedded", 8)]
+    _printed(m.group(1), optimised["images_per_s"], where=where)
+    _printed(m.group(2), optimised["images_per_s"] / official["images_per_s"], where=where)
+    _printed(m.group(3), official["images_per_s"], where=where)
+    m = _find(text, r"SD-sized VAE at {N} images/s at batch 16 with a {N} GiB peak", where)
+    _printed(m.group(1), rows[("optimised", "sd", 16)]["images_per_s"], where=where)
+    _printed(m.group(2), rows[("optimised", "sd", 16)]["peak_memory_gib"], where=where)
