@@ -305,7 +305,7 @@ def test_rgba_model_card_ablation_claims_are_the_ablation_results():
     m = _find(text, r"without the GAN scores higher on pixel metrics \({N} dB against main's {N}\)", where)
     _printed(m.group(1), rows["no_gan"]["mean"]["psnr"], where=where)
     _printed(m.group(2), rows["main"]["mean"]["psnr"], where=where)
-    m = _find(text, r"learns alpha faster \(alpha PSNR {N} dB against {N}\)", where)
+    m = _find(text, r"learns alpha better by step 5,000 \(alpha PSNR {N} dB against {N}\)", where)
     _printed(m.group(1), rows["naive_mse"]["alpha"]["psnr"], where=where)
     _printed(m.group(2), rows["main"]["alpha"]["psnr"], where=where)
     vs_main = rows["free_alpha_overshoot"]["vs_main"]["alpha"]
