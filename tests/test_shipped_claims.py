@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -314,6 +316,12 @@ def test_rgba_model_card_ablation_claims_are_the_ablation_results():
                                         ("sad", "interval95", 1)], m.groups()):
         _printed(cell, sign * vs_main[key][part], where=f"{where} overshoot {key} {part}")
     assert vs_main["soft_pct"]["real"] and vs_main["sad"]["real"], where
+    vs_main = rows["free_alpha_overshoot"]["vs_main"]
+    m = _find(text, r"PSNR \+{N} ± {N} dB and alpha PSNR \+{N} ± {N} dB \(within noise\)", where)
+    for (part, key), diff, half in ((("mean", "psnr"), *m.groups()[:2]), (("alpha", "psnr"), *m.groups()[2:])):
+        _printed(diff, vs_main[part][key]["diff"], where=f"{where} overshoot {part} psnr")
+        _printed(half, vs_main[part][key]["interval95"], where=f"{where} overshoot {part} psnr interval")
+        assert not vs_main[part][key]["real"], f"{where}: the card calls the {part} PSNR difference noise"
 
 
 def test_generator_card_and_json_agree_with_the_shipped_unet():
@@ -361,10 +369,41 @@ def test_the_ablation_table_is_every_committed_run_of_the_config():
         assert sorted(rows[variant]["seeds"]) == [str(s) for s in ablation.seeds], variant
         for seed in ablation.seeds:
             numbers = json.loads((runs / variant / f"seed-{seed}" / "score.json").read_text())["numbers"]
-            for part in ("mean", "alpha"):
+            for part in ("mean", "alpha", "masked_mean"):
                 for key, value in numbers[part].items():
                     assert rows[variant]["seeds"][str(seed)][part][key] == pytest.approx(value, rel=1e-6), (
                         f"{variant} seed {seed} {part} {key}")
+
+
+def test_the_ablation_means_intervals_and_differences_are_those_of_its_seeds():
+    """Each variant's mean, 95 % half-width and paired difference from main (with its ``real`` flag), recomputed
+    here from the per-seed figures with the standard library: the README's cells (checked against these keys) are
+    then the committed runs' statistics, not numbers typed into the results file."""
+    from alphavae.training.ablation_stats import t_quantile
+    result = json.loads((results_dir() / "ablation.json").read_text())
+    rows = {row["name"]: row for row in result["rows"] if row.get("seeds")}
+    seeds = [str(s) for s in result["seeds"]]
+    t = t_quantile(len(seeds) - 1)
+    assert t == pytest.approx(4.302653, abs=1e-5)  # Student t, 2 degrees of freedom, 97.5 % quantile
+
+    def half(values: list[float]) -> float:
+        return t * statistics.stdev(values) / math.sqrt(len(values))
+
+    for name, row in rows.items():
+        for part in ("mean", "alpha", "masked_mean"):
+            for key, value in row[part].items():
+                per_seed = [row["seeds"][s][part][key] for s in seeds]
+                where = f"{name} {part} {key}"
+                assert value == pytest.approx(statistics.fmean(per_seed), rel=1e-9, abs=1e-12), where
+                assert row["interval95"][part][key] == pytest.approx(half(per_seed), rel=1e-6, abs=1e-12), where
+                if name == "main":
+                    continue
+                diffs = [row["seeds"][s][part][key] - rows["main"]["seeds"][s][part][key] for s in seeds]
+                d = row["vs_main"][part][key]
+                assert d["diff"] == pytest.approx(statistics.fmean(diffs), rel=1e-6, abs=1e-12), where
+                assert d["interval95"] == pytest.approx(half(diffs), rel=1e-6, abs=1e-12), where
+                assert d["real"] == (abs(statistics.fmean(diffs)) > half(diffs)), where
+    assert result["steps"] == 5000 and result["vae"] == "embedded" and result["vae_sha256"] == SHIPPED["embedded-vae"]
 
 
 def test_readme_ablation_differences_print_results_ablation_json():
@@ -389,7 +428,7 @@ def test_readme_training_speed_figures_are_the_h200_run():
     """The README's training-step speeds are the rows of ``benchmarks/results/train_speed_h200_stop27.json``."""
     rows = {(r["name"], r["model"], r["batch"]): r
             for r in json.loads((ROOT / "benchmarks" / "results" / "train_speed_h200_stop27.json").read_text())}
-    assert {r["machine"] for r in rows.values()} == {"NVIDIA H200"}
+    assert {r["machine"] for r in rows.values()} == {"NVIDIA H200"} and {r["lpips_net"] for r in rows.values()} == {"vgg"}
     text = " ".join(README.split())
     where = "README training speed"
     m = _find(text, r"embedded VAE at {N} images/s at batch 8, {N}× the official formulation's {N} in the same run", where)
