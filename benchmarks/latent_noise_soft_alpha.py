@@ -1,0 +1,176 @@
+"""How crisp an RGBA VAE's decoded alpha stays when its latents are a little off.
+
+A generator's samples are latents with some error. If the decoder turns small latent errors into haze (alpha a
+little above 0 or below 1), a generator's soft-alpha share cannot come near the data's however well it trains
+(issue 16's bar: at most twice the real share). This script decodes the posterior means of real images perturbed
+by Gaussian noise of ``s`` × the latents' per-channel standard deviation and prints, per ``s``, the decoded images'
+transparent / soft / opaque shares (:func:`alphavae.metric.alpha_shares.alpha_statistics`) and the ALPHA metric's
+mean composite PSNR and alpha PSNR against the images. ``s = 0`` is the VAE's own round trip (the posterior std of
+the shipped VAEs is about 10⁻³ of the latents', so a posterior sample decodes as the mean does).
+
+Images: an evenly spaced subset of the training split (``--which train``, the default: a diagnostic for choosing a
+remedy should not look at the held-out images) or of the held-out split.
+
+A remedy to try, ``--finetune-steps N``: fine-tune the decoder alone (encoder frozen, so the latent space and every
+generator trained on it stay valid) on noisy latents, ``z + s·std·ε`` with ``s`` uniform in [0, ``--max-noise``], to
+reproduce the image (L1 on premultiplied colour and on alpha, outputs clamped: an overshoot past a saturated target
+costs nothing, as ``loss.free_alpha_overshoot``), on 128-px crops (16×16 latents) of training images other than
+the measured ones; then measure again, save the VAE to ``--output``, and decode the same ``--samples`` latents of
+``--generator`` with the VAE before and after (soft share of generated images). An experiment, not the trainer:
+the paper's objective, LPIPS and the GAN are not in its loss.
+
+    python benchmarks/latent_noise_soft_alpha.py --vae embedded-rgba --images 80 --noise 0 0.05 0.1 0.2
+    python benchmarks/latent_noise_soft_alpha.py --images 64 --noise 0 0.1 0.2 --finetune-steps 400 --output runs/dec-noise
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from alphavae.blending import to_vae_range
+from alphavae.generation.sampler import generate_with, load_generator
+from alphavae.generation.train import DEFAULT_SPLIT
+from alphavae.metric.alpha import alpha_metric
+from alphavae.metric.alpha_shares import alpha_statistics
+from alphavae.paths import shared_data_dir
+from alphavae.training.data import RGBAFolder
+from alphavae.training.splits import read_split, split_files
+from alphavae.vae.loading import load_vae, machine_name, torch_device
+
+BATCH = 16
+CROP = 16  # latent crop of the fine-tune: 128 px
+
+
+def evenly(files: list[Path], n: int) -> list[Path]:
+    """``n`` of ``files`` spread over the list (the split lists images category by category)."""
+    return files[:: max(1, len(files) // n)][:n]
+
+
+def images_of(root: Path, files: list[Path]) -> torch.Tensor:
+    """``files`` as ``(N, 4, 256, 256)`` in [0, 1], as the trainer and the generator see them."""
+    dataset = RGBAFolder(root, size=256, files=files)
+    return torch.stack([dataset[i] for i in range(len(dataset))])
+
+
+@torch.no_grad()
+def posterior_means(vae, images: torch.Tensor) -> torch.Tensor:
+    """Posterior means of ``images`` ``(N, 4, H, W)`` in [0, 1], on the CPU."""
+    device = vae.device
+    return torch.cat([vae.encode(to_vae_range(images[i:i + BATCH].to(device, vae.dtype))).latent_dist.mean.float().cpu()
+                      for i in range(0, len(images), BATCH)])
+
+
+@torch.no_grad()
+def decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """RGBA in [0, 1] (clamped) of ``latents``, on the CPU."""
+    device = vae.device
+    return torch.cat([((vae.decode(latents[i:i + BATCH].to(device, vae.dtype)).sample.float().clamp(-1, 1) + 1) / 2).cpu()
+                      for i in range(0, len(latents), BATCH)])
+
+
+def measure(vae, images: torch.Tensor, means: torch.Tensor, channel_std: torch.Tensor, levels: list[float],
+            seed: int, tag: str) -> None:
+    """Print the shares and PSNRs of ``images`` decoded from ``means`` + noise at each level (same noise per call)."""
+    print(f"{tag}: noise s | transparent % | soft % | opaque % | mean composite PSNR | α PSNR")
+    generator = torch.Generator().manual_seed(seed)
+    for s in levels:
+        noisy = means + s * channel_std * torch.randn(means.shape, generator=generator)
+        decoded = decode(vae, noisy)
+        shares = alpha_statistics(decoded)
+        report = alpha_metric(decoded, images, metrics=("psnr",))
+        print(f"{tag}: {s:7.2f} | {100 * shares['transparent']:13.2f} | {100 * shares['soft']:6.2f} | "
+              f"{100 * shares['opaque']:8.2f} | {report.mean['psnr']:19.2f} | {report.alpha['psnr']:6.2f}", flush=True)
+
+
+def finetune_decoder(vae, images: torch.Tensor, means: torch.Tensor, channel_std: torch.Tensor, steps: int,
+                     max_noise: float, lr: float, seed: int) -> None:
+    """Train ``vae``'s decoder (and post-quant conv) in place on noisy latent crops of ``means`` to give ``images``."""
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimiser = torch.optim.AdamW(params, lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
+    generator, device, start = torch.Generator().manual_seed(seed), vae.device, time.perf_counter()
+    span, factor = means.shape[-1] - CROP + 1, images.shape[-1] // means.shape[-1]
+    vae.train()
+    for step in range(1, steps + 1):
+        idx = torch.randint(len(means), (8,), generator=generator)
+        i, j = torch.randint(0, span, (2,), generator=generator).tolist()
+        z = means[idx, :, i:i + CROP, j:j + CROP]
+        x = images[idx, :, factor * i:factor * (i + CROP), factor * j:factor * (j + CROP)].to(device)
+        s = max_noise * torch.rand(len(idx), 1, 1, 1, generator=generator)
+        out = (vae.decode((z + s * channel_std * torch.randn(z.shape, generator=generator)).to(device)).sample
+               .clamp(-1, 1) + 1) / 2
+        loss = F.l1_loss(out[:, :3] * out[:, 3:], x[:, :3] * x[:, 3:]) + F.l1_loss(out[:, 3:], x[:, 3:])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if step % 100 == 0 or step == steps:
+            print(f"fine-tune step {step}: loss {loss.item():.4f}, {time.perf_counter() - start:.0f} s", flush=True)
+    vae.eval()
+    for p in vae.parameters():
+        p.requires_grad_(False)
+
+
+def generated_soft_share(generator_spec: str, vae_spec: str, n: int, seed: int, device: torch.device) -> float:
+    """Soft-alpha share of ``n`` samples of ``generator_spec`` decoded by ``vae_spec`` (same latents for any VAE)."""
+    generator = load_generator(generator_spec, device=device, vae_spec=vae_spec)
+    return alpha_statistics(generate_with(generator, n, seed=seed))["soft"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vae", default="embedded-rgba", help="RGBA VAE SPEC (default: the shipped embedded-rgba)")
+    parser.add_argument("--images", type=int, default=80, help="images of the split, evenly spaced")
+    parser.add_argument("--which", choices=("train", "heldout"), default="train")
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2, 0.3],
+                        help="noise levels s, in units of the latents' per-channel std")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--finetune-steps", type=int, default=0, help="fine-tune the decoder this many steps (0: measure only)")
+    parser.add_argument("--max-noise", type=float, default=0.2, help="fine-tune: largest noise level s")
+    parser.add_argument("--lr", type=float, default=2e-5, help="fine-tune: AdamW learning rate")
+    parser.add_argument("--fit-images", type=int, default=480, help="fine-tune: training images (none of the measured ones)")
+    parser.add_argument("--output", type=Path, help="fine-tune: where to save the fine-tuned VAE (required with it)")
+    parser.add_argument("--generator", default="embedded-generator", help="fine-tune: generator whose samples are decoded")
+    parser.add_argument("--samples", type=int, default=64, help="fine-tune: generated samples decoded before and after")
+    args = parser.parse_args()
+    if args.images < 2:
+        parser.error(f"--images {args.images}: need at least 2 (a per-channel std)")
+    if any(s < 0 for s in args.noise) or args.max_noise < 0:
+        parser.error("--noise and --max-noise: levels must be >= 0")
+    if args.finetune_steps and args.output is None:
+        parser.error("--finetune-steps needs --output DIR (where the fine-tuned VAE goes)")
+
+    device = torch_device(args.device)
+    vae = load_vae(args.vae).to(device).float().eval()
+    root = shared_data_dir() / "rgba-train"
+    train, heldout = split_files(root, read_split(DEFAULT_SPLIT))
+    measured = evenly(train if args.which == "train" else heldout, args.images)
+    images = images_of(root, measured)
+    means = posterior_means(vae, images)
+    channel_std = means.std(dim=(0, 2, 3), keepdim=True)
+    print(f"{args.vae} on {len(images)} {args.which} images at 256 px, {machine_name(device)}; "
+          f"latent per-channel std {channel_std.flatten().mean():.3f} (mean over channels); "
+          f"the images: {100 * alpha_statistics(images)['soft']:.1f} % soft")
+    measure(vae, images, means, channel_std, args.noise, args.seed, "before")
+    if not args.finetune_steps:
+        return
+    fit = images_of(root, evenly([f for f in train if f not in set(measured)], args.fit_images))
+    finetune_decoder(vae, fit, posterior_means(vae, fit), channel_std, args.finetune_steps, args.max_noise, args.lr,
+                     args.seed)
+    measure(vae, images, means, channel_std, args.noise, args.seed, "after ")
+    vae.save_pretrained(args.output)
+    for tag, spec in (("before", args.vae), ("after ", str(args.output))):
+        share = generated_soft_share(args.generator, spec, args.samples, args.seed, device)
+        print(f"{tag}: {args.samples} samples of {args.generator} decoded by {spec}: {100 * share:.2f} % soft", flush=True)
+
+
+if __name__ == "__main__":
+    main()
