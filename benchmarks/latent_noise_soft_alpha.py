@@ -32,44 +32,25 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from alphavae.blending import to_vae_range
-from alphavae.generation.sampler import generate_with, load_generator
-from alphavae.generation.train import DEFAULT_SPLIT
+from alphavae.generation.evaluate import evenly_spaced, images_of, split_image_files
+from alphavae.generation.sampler import decode_latents, generate_with, load_generator
+from alphavae.generation.train import encode_posteriors
 from alphavae.metric.alpha import alpha_metric
 from alphavae.metric.alpha_shares import alpha_statistics
-from alphavae.paths import shared_data_dir
-from alphavae.training.data import RGBAFolder
-from alphavae.training.splits import read_split, split_files
 from alphavae.vae.loading import load_vae, machine_name, torch_device
 
 BATCH = 16
 CROP = 16  # latent crop of the fine-tune: 128 px
 
 
-def evenly(files: list[Path], n: int) -> list[Path]:
-    """``n`` of ``files`` spread over the list (the split lists images category by category)."""
-    return files[:: max(1, len(files) // n)][:n]
-
-
-def images_of(root: Path, files: list[Path]) -> torch.Tensor:
-    """``files`` as ``(N, 4, 256, 256)`` in [0, 1], as the trainer and the generator see them."""
-    dataset = RGBAFolder(root, size=256, files=files)
-    return torch.stack([dataset[i] for i in range(len(dataset))])
-
-
-@torch.no_grad()
 def posterior_means(vae, images: torch.Tensor) -> torch.Tensor:
-    """Posterior means of ``images`` ``(N, 4, H, W)`` in [0, 1], on the CPU."""
-    device = vae.device
-    return torch.cat([vae.encode(to_vae_range(images[i:i + BATCH].to(device, vae.dtype))).latent_dist.mean.float().cpu()
-                      for i in range(0, len(images), BATCH)])
+    """Posterior means of ``images`` ``(N, 4, H, W)`` in [0, 1], on the CPU (the generator trainer's encoder pass)."""
+    return encode_posteriors(vae, images, batch_size=BATCH, hflip=False, progress=False)[0]
 
 
-@torch.no_grad()
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """RGBA in [0, 1] (clamped) of ``latents``, on the CPU."""
-    device = vae.device
-    return torch.cat([((vae.decode(latents[i:i + BATCH].to(device, vae.dtype)).sample.float().clamp(-1, 1) + 1) / 2).cpu()
+    """RGBA in [0, 1] (clamped) of unscaled ``latents``, :data:`BATCH` at a time, on the CPU."""
+    return torch.cat([decode_latents(vae, latents[i:i + BATCH].to(vae.device), 0.0, 1.0).cpu()
                       for i in range(0, len(latents), BATCH)])
 
 
@@ -150,10 +131,9 @@ def main() -> None:
 
     device = torch_device(args.device)
     vae = load_vae(args.vae).to(device).float().eval()
-    root = shared_data_dir() / "rgba-train"
-    train, heldout = split_files(root, read_split(DEFAULT_SPLIT))
-    measured = evenly(train if args.which == "train" else heldout, args.images)
-    images = images_of(root, measured)
+    root, files = split_image_files(args.which)
+    measured = evenly_spaced(files, args.images)
+    images = images_of(root, measured, 256)
     means = posterior_means(vae, images)
     channel_std = means.std(dim=(0, 2, 3), keepdim=True)
     print(f"{args.vae} on {len(images)} {args.which} images at 256 px, {machine_name(device)}; "
@@ -162,7 +142,8 @@ def main() -> None:
     measure(vae, images, means, channel_std, args.noise, args.seed, "before")
     if not args.finetune_steps:
         return
-    fit = images_of(root, evenly([f for f in train if f not in set(measured)], args.fit_images))
+    root, train = split_image_files("train")
+    fit = images_of(root, evenly_spaced([f for f in train if f not in set(measured)], args.fit_images), 256)
     finetune_decoder(vae, fit, posterior_means(vae, fit), channel_std, args.finetune_steps, args.max_noise, args.lr,
                      args.seed)
     measure(vae, images, means, channel_std, args.noise, args.seed, "after ")

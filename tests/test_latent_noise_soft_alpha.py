@@ -43,6 +43,8 @@ def test_the_decoder_fine_tune_leaves_the_encoder_and_so_the_latent_space_alone(
     assert not any(p.requires_grad for p in vae.parameters()) and not vae.training
 
 
-def test_evenly_spreads_over_the_list():
+def test_evenly_spaced_spreads_over_the_list():
+    from alphavae.generation.evaluate import evenly_spaced
     files = [f"f{i}" for i in range(10)]
-    assert noise.evenly(files, 3) == ["f0", "f3", "f6"] and noise.evenly(files, 20) == files
+    assert evenly_spaced(files, 3) == ["f0", "f3", "f6"] and evenly_spaced(files, 20) == files
+    assert evenly_spaced(files, None) == files

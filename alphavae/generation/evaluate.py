@@ -149,18 +149,33 @@ def _mean_scores(per_background: dict[str, dict[str, float]]) -> dict[str, float
     return {k: sum(s[k] for s in per_background.values()) / len(per_background) for k in keys}
 
 
-def load_split_images(size: int, which: str = "heldout", root: str | Path | None = None,
-                      split: str | Path | None = None, limit: int | None = None) -> torch.Tensor:
-    """The held-out (or training) images of the shared split as ``(N, 4, size, size)`` — as the generator sees them."""
+def evenly_spaced(files: list[Path], limit: int | None) -> list[Path]:
+    """``limit`` of ``files`` spread over the list (a split lists its images category by category); all without one."""
+    return files if limit is None else files[:: max(1, len(files) // limit)][:limit]
+
+
+def images_of(root: Path, files: list[Path], size: int) -> torch.Tensor:
+    """``files`` under ``root`` as ``(N, 4, size, size)`` in [0, 1] — as the trainers and the generator see them."""
+    dataset = RGBAFolder(root, size=size, files=files)
+    return torch.stack([dataset[i] for i in range(len(dataset))])
+
+
+def split_image_files(which: str = "heldout", root: str | Path | None = None,
+                      split: str | Path | None = None) -> tuple[Path, list[Path]]:
+    """``(root, files)``: the held-out (or training) images of the shared split, ``rgba-train`` by default."""
     from alphavae.generation.train import DEFAULT_SPLIT
 
     root = Path(root) if root else shared_data_dir() / "rgba-train"
     train, heldout = split_files(root, read_split(split or DEFAULT_SPLIT))
-    files = heldout if which == "heldout" else train
-    if limit is not None:
-        files = files[:: max(1, len(files) // limit)][:limit]
-    dataset = RGBAFolder(root, size=size, files=files)
-    return torch.stack([dataset[i] for i in range(len(dataset))])
+    return root, heldout if which == "heldout" else train
+
+
+def load_split_images(size: int, which: str = "heldout", root: str | Path | None = None,
+                      split: str | Path | None = None, limit: int | None = None) -> torch.Tensor:
+    """The held-out (or training) images of the shared split as ``(N, 4, size, size)``, ``limit`` of them evenly
+    spaced."""
+    root, files = split_image_files(which, root, split)
+    return images_of(root, evenly_spaced(files, limit), size)
 
 
 def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, device: str = "auto",
