@@ -12,6 +12,8 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from alphavae.blending import BACKGROUNDS
+from alphavae.losses.alpha_l1 import alpha_l1_loss
+from alphavae.losses.latent_noise import add_latent_noise, latent_noise_draws
 from alphavae.vae.conversion import convert_to_rgba
 from alphavae.losses import (BLACK_WHITE, GRID_COLOURS, IMAGENET_MOMENTS, PUBLISHED_GREY_WHITE, AlphaVAEObjective,
                              BackgroundMoments, LossWeights, PatchDiscriminator, abmse_loss, abmse_map,
@@ -319,3 +321,32 @@ def test_with_free_overshoot_a_noisy_saturated_alpha_settles_past_the_bound(free
         optimizer.step()
     inside = float(((a.detach() + noise) > -1).float().mean())
     assert inside < 0.05 if free else 0.35 < inside < 0.65
+
+
+def test_alpha_l1_is_the_summed_absolute_alpha_error_per_image_and_ignores_colour():
+    target = torch.zeros(2, 4, 4, 4)
+    pred = target.clone()
+    pred[:, :3] = 0.7  # colour alone costs nothing
+    assert alpha_l1_loss(pred, target).item() == 0
+    pred[0, 3, 0, 0], pred[1, 3, :2, :2] = 0.5, -0.25  # one pixel off by 0.5, four by 0.25
+    assert alpha_l1_loss(pred, target).item() == pytest.approx((0.5 + 4 * 0.25) / 2)
+    with pytest.raises(ValueError, match="shapes differ"):
+        alpha_l1_loss(pred, target[:, :, :2])
+
+
+def test_latent_noise_is_in_units_of_each_channel_s_spread_and_agrees_over_processes():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 3, 5, 5, generator=g) * torch.tensor([0.1, 1.0, 10.0]).view(1, 3, 1, 1) + 4.0
+    ones = torch.ones_like(z)
+    step = add_latent_noise(z, ones) - z
+    sigma = z.transpose(0, 1).reshape(3, -1).std(dim=1, unbiased=False)
+    assert torch.allclose(step, sigma.view(1, 3, 1, 1).expand_as(z), rtol=1e-4)  # σ_c per channel, not the mean's 4
+    halves = (z[:3], z[3:])  # two processes: their moments averaged give the whole batch's σ
+    moments = [torch.stack([h.double().mean(dim=(0, 2, 3)), h.double().square().mean(dim=(0, 2, 3))]) for h in halves]
+    both = (moments[0] + moments[1]) / 2
+    step0 = add_latent_noise(halves[0], ones[:3], reduce_mean=lambda m: both) - halves[0]
+    assert torch.allclose(step0, step[:3], rtol=1e-4)
+    draws = latent_noise_draws(4000, (1, 1, 1), 0.2, torch.Generator().manual_seed(1))
+    assert float(draws.abs().max()) <= 0.2 * 5 and float(draws.std()) == pytest.approx(0.2 / math.sqrt(3), rel=0.05)
+    with pytest.raises(ValueError, match="latent_noise"):
+        LossWeights(latent_noise=-0.1)

@@ -178,7 +178,9 @@ def test_shipped_configs_load():
         if path.name.startswith(("split-", "ablation")):
             continue
         config = load_config(path)
-        if path.stem not in ("toy", "paper"):  # short runs keep the paper's proportions of warm-up and GAN start
+        if config.trainable == "decoder":  # a fine-tune of a trained RGBA VAE: its fresh discriminator from the start
+            assert config.loss_weights().disc_start == 0 and config.vae == "embedded-rgba", path
+        elif path.stem not in ("toy", "paper"):  # short runs keep the paper's proportions of warm-up and GAN start
             assert abs(config.loss_weights().disc_start / config.steps - 4000 / 30000) < 0.01, path
 
 
@@ -259,3 +261,38 @@ def test_gradient_checkpointing_changes_memory_not_results(tiny_vae, tmp_path):
     assert [e["total"] for e in a] == pytest.approx([e["total"] for e in b], rel=1e-4)
     for key, value in weights_of(plain.output).items():
         assert torch.allclose(value, weights_of(ckpt.output)[key], atol=1e-5), key
+
+
+@pytest.fixture(scope="module")
+def tiny_rgba(tiny_vae, tmp_path_factory) -> Path:
+    """The tiny VAE converted to RGBA and trained a few steps: an RGBA VAE to fine-tune."""
+    run = tmp_path_factory.mktemp("rgba") / "run"
+    train(config_from_dict(tiny_config(tiny_vae, steps=4, ema_decay=None)), run)
+    return run / "model"
+
+
+def test_a_decoder_only_run_keeps_the_encoder_and_resumes_exactly(tiny_rgba, tmp_path):
+    """``trainable: decoder`` with the fine-tune's alpha L1 and latent noise (method.md §3.9): the encoder and its
+    quant_conv come out bit for bit as they went in (so the latent space, and a generator trained on it, stay), the
+    decoder moves, both KL terms are off and noted, and a run split in two ends with the same weights."""
+    loss = {"disc_start": 2, "perceptual": 0.0, "reference_kl": 0.0, "alpha_l1": 0.1, "latent_noise": 0.2}
+    raw = tiny_config(tiny_rgba, trainable="decoder", steps=6, loss=loss)
+    full = train(config_from_dict(raw), tmp_path / "full")
+    before, after = load_file(tiny_rgba / "diffusion_pytorch_model.safetensors"), weights_of(tmp_path / "full")
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert max(float((before[k] - after[k]).abs().max()) for k in before if k.startswith("decoder.")) > 1e-4
+    assert full.notes == ["trainable: decoder: prior_kl off (they reach only the frozen encoder)",
+                          "perceptual term off: weight 0"]
+    log = read_log(tmp_path / "full")
+    assert "loss/alpha_l1" in log[0] and "loss/prior_kl" not in log[0] and "loss/adversarial" in log[-1]
+    train(config_from_dict(raw), tmp_path / "split", stop_after=3)
+    train(config_from_dict(raw), tmp_path / "split", resume=True)
+    assert_same_weights(after, weights_of(tmp_path / "split"))
+    noiseless = train(config_from_dict({**raw, "loss": {**loss, "latent_noise": 0.0}}), tmp_path / "noiseless")
+    assert read_log(noiseless.output)[0]["total"] != log[0]["total"]  # the decoder did see the noise
+
+
+def test_an_rgba_vae_with_the_reference_kl_on_is_refused(tiny_rgba, tmp_path):
+    with pytest.raises(ConfigError, match="reference_kl"):
+        train(config_from_dict(tiny_config(tiny_rgba, loss={"perceptual": 0.0, "reference_kl": 1e-16})), tmp_path / "r")

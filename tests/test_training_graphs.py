@@ -83,9 +83,13 @@ def initial_state(config) -> dict[str, torch.Tensor]:
     return {f"vae.{k}": v.float().cpu() for k, v in setup.model.state_dict().items()}
 
 
-def test_the_graphs_fixed_input_path_trains_exactly_as_the_eager_step(tiny_vae):
-    eager, eager_state = train_some(config_for(tiny_vae), record=None)
-    graphed, graphed_state = train_some(config_for(tiny_vae), record=False)
+@pytest.mark.parametrize("loss", [{}, {"alpha_l1": 0.1, "latent_noise": 0.2}], ids=["paper", "finetune"])
+def test_the_graphs_fixed_input_path_trains_exactly_as_the_eager_step(tiny_vae, loss):
+    """The paper's step, and the fine-tune's (method.md §3.9), whose latent noise is one more fixed input."""
+    changes = {"loss": {"disc_start": DISC_START, "perceptual": 0.0, **loss}}
+    eager, eager_state = train_some(config_for(tiny_vae, **changes), record=None)
+    graphed, graphed_state = train_some(config_for(tiny_vae, **changes), record=False)
+    assert ("loss/alpha_l1" in eager[-1]) == bool(loss)
     assert "disc/loss" not in eager[DISC_START - 1] and "disc/loss" in eager[DISC_START]  # both phases ran
     assert graphed == eager
     for key, value in eager_state.items():
@@ -263,8 +267,8 @@ def test_a_recording_lets_other_threads_call_cuda(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
     monkeypatch.setattr(torch.cuda, "graph", graph)
-    step = StepGraphs(lambda batch, choices, noise, adversarial: {"total": batch.sum()}, warmup=0)
-    logs = step(torch.ones(2, 4, 8, 8), (torch.zeros(2), torch.zeros(2)), None, False)
+    step = StepGraphs(lambda batch, choices, noise, latent_noise, adversarial: {"total": batch.sum()}, warmup=0)
+    logs = step(torch.ones(2, 4, 8, 8), (torch.zeros(2), torch.zeros(2)), None, None, False)
     assert float(logs["total"]) == 2 * 4 * 8 * 8
     assert entered == [{"capture_error_mode": "thread_local"}]
 

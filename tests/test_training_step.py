@@ -59,17 +59,18 @@ def run(fast: bool, weights: LossWeights = WEIGHTS,
     assert is_compiled(gen_loss.losses.perceptual) == compiled_losses  # the flag reaches the step
     history, batch = [], images()
     for step in range(STEPS):
-        choices, _ = global_draws(step_generator(0, step, "cpu"), len(batch), weights.blend_p, (4, 16, 16), 0, 1)
+        choices, _, latent_noise = global_draws(step_generator(0, step, "cpu"), len(batch), weights.blend_p, (4, 16, 16),
+                                                0, 1, weights.latent_noise)
         # the reference draws its posterior sample as diffusers does, from the objective's generator
         noise = torch.randn((len(batch), 4, 16, 16), generator=torch.Generator().manual_seed(100 + step))
         x01 = blend_augment(batch, weights.blend_p, choices=choices)
         adversarial = objective.active("adversarial", step)
         if fast:
-            loss, logs, recon = gen_loss(x01, noise, adversarial)
+            loss, logs, recon = gen_loss(x01, noise, adversarial, latent_noise)
             logs = {k: float(v) for k, v in logs.items()}
         else:
             objective.generator = torch.Generator().manual_seed(100 + step)
-            loss, logs, recon = objective.generator_step(vae, x01, step)
+            loss, logs, recon = objective.generator_step(vae, x01, step, latent_noise=latent_noise)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -85,16 +86,24 @@ def run(fast: bool, weights: LossWeights = WEIGHTS,
     return history, state
 
 
-@pytest.mark.parametrize(("free_overshoot", "compiled_losses"), [(False, False), (True, False), (False, True)])
-def test_the_step_gives_the_reference_losses_and_weights(free_overshoot, compiled_losses):
+#: The decoder fine-tune's additions (method.md §3.9): the alpha L1 term and the latent noise.
+FINETUNE = {"alpha_l1": 0.05, "latent_noise": 0.3}
+
+
+@pytest.mark.parametrize(("free_overshoot", "compiled_losses", "finetune"),
+                         [(False, False, False), (True, False, False), (False, True, False), (True, False, True),
+                          (False, True, True)])
+def test_the_step_gives_the_reference_losses_and_weights(free_overshoot, compiled_losses, finetune):
     """The same tolerances with the loss functions compiled, but the reference KL's (the difference of close numbers
     above): compiled, Inductor's fp32 kernels sum in another order, and it is held within 1e-4 of its largest value
-    in the run, as ``tests/test_training_graphs.py`` holds the compiled networks' (measured: 8e-4 relative at step 1)."""
-    weights = dataclasses.replace(WEIGHTS, free_alpha_overshoot=free_overshoot)
+    in the run, as ``tests/test_training_graphs.py`` holds the compiled networks' (measured: 8e-4 relative at step 1).
+    With ``finetune`` the alpha L1 term is on and the decoder sees noisy latents."""
+    weights = dataclasses.replace(WEIGHTS, free_alpha_overshoot=free_overshoot, **(FINETUNE if finetune else {}))
     reference, ref_state = run(fast=False, weights=weights)
     fast, fast_state = run(fast=True, weights=weights, compiled_losses=compiled_losses)
     assert [set(a) for a in reference] == [set(b) for b in fast]
     assert "loss/adversarial" in fast[-1] and "disc/loss" in fast[-1] and "loss/reference_kl" in fast[-1]
+    assert ("loss/alpha_l1" in fast[-1]) == finetune
     assert fast[-1]["adaptive_weight"] > 0
     for step, (a, b) in enumerate(zip(reference, fast)):
         for key in a:
@@ -142,11 +151,13 @@ def test_without_reconstruction_terms_the_adaptive_weight_is_zero_in_both():
 
 
 def test_global_draws_split_like_the_batch_over_processes():
-    one = global_draws(step_generator(3, 7, "cpu"), 6, 0.5, (4, 2, 2), 0, 1)
+    one = global_draws(step_generator(3, 7, "cpu"), 6, 0.5, (4, 2, 2), 0, 1, latent_noise=0.2)
     for rank in range(2):
-        (chosen, picks), noise = global_draws(step_generator(3, 7, "cpu"), 6, 0.5, (4, 2, 2), rank, 2)
+        (chosen, picks), noise, extra = global_draws(step_generator(3, 7, "cpu"), 6, 0.5, (4, 2, 2), rank, 2, 0.2)
         assert torch.equal(chosen, one[0][0][rank::2]) and torch.equal(picks, one[0][1][rank::2])
-        assert torch.equal(noise, one[1][rank::2])
+        assert torch.equal(noise, one[1][rank::2]) and torch.equal(extra, one[2][rank::2])
+    without = global_draws(step_generator(3, 7, "cpu"), 6, 0.5, (4, 2, 2), 0, 1)
+    assert without[2] is None and torch.equal(without[1], one[1])  # the paper's draws do not change when it is off
     assert not torch.equal(global_draws(step_generator(3, 8, "cpu"), 6, 0.5, (4, 2, 2), 0, 1)[1], one[1])
     chosen, _ = blend_choices(10_000, 0.3, torch.Generator().manual_seed(0))
     assert chosen.float().mean() == pytest.approx(0.3, abs=0.02)

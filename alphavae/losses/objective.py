@@ -3,6 +3,9 @@
     L_G = w_rec·L_rec + w_p·L_perc + w_kl·KL_prior + w_ref·KL_ref + [step ≥ disc_start] · w_adv·λ·L_GAN
     L_D = [step ≥ disc_start] · hinge(D(x), D(x̂))
 
+Two additions that are not the paper's, both off by default, for the decoder fine-tune of method.md §3.9: an L1
+term on alpha (``alpha_l1``, one more reconstruction term) and noise on the decoder's latents (``latent_noise``).
+
 A term whose weight is 0, or whose network is missing (no LPIPS model, no reference VAE, no discriminator),
 is skipped and listed in :attr:`AlphaVAEObjective.notes` — never replaced by a stand-in. Every active term is
 logged unweighted (``loss/<term>``) and weighted (``weighted/<term>``).
@@ -10,28 +13,36 @@ logged unweighted (``loss/<term>``) and weighted (``weighted/<term>``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
 from alphavae.blending import to_vae_range
 from alphavae.losses import adversarial as adv
+from alphavae.losses import alpha_l1 as alpha_term
 from alphavae.losses import augmentation as aug
 from alphavae.losses import kl as kl_terms
 from alphavae.losses import naive_mse as mse_term
 from alphavae.losses import perceptual as perc
 from alphavae.losses import reconstruction as rec_term
 from alphavae.losses.compositing import BLACK_WHITE, hold_saturated_alpha
+from alphavae.losses.latent_noise import DEFAULT_SCALE, add_latent_noise, latent_noise_draws
 from alphavae.losses.reconstruction import IMAGENET_MOMENTS, BackgroundMoments
-from alphavae.vae.conversion import convert_to_rgba
+from alphavae.vae.conversion import convert_to_rgba, is_rgba
 
 #: Reconstruction terms ``LossWeights.reconstruction_loss`` can name.
 RECONSTRUCTION_LOSSES = ("abmse", "mse")
 #: The terms of the generator loss, in logging order.
-TERMS = ("reconstruction", "perceptual", "prior_kl", "reference_kl", "adversarial")
+TERMS = ("reconstruction", "alpha_l1", "perceptual", "prior_kl", "reference_kl", "adversarial")
+#: Terms that are not the paper's: off (weight 0) by default, and then not noted as skipped.
+EXTRA_TERMS = ("alpha_l1",)
+#: The terms that make up L_rec, the numerator of the adaptive weight λ.
+REC_TERMS = ("reconstruction", "alpha_l1", "perceptual")
 
 
 @dataclass
@@ -40,6 +51,7 @@ class LossWeights:
     blend-augmentation probability the trainer applies to each batch."""
 
     reconstruction: float = rec_term.DEFAULT_WEIGHT
+    alpha_l1: float = alpha_term.DEFAULT_WEIGHT  # not the paper's: method.md §3.9
     perceptual: float = perc.DEFAULT_WEIGHT
     prior_kl: float = kl_terms.PRIOR_KL_WEIGHT
     reference_kl: float = kl_terms.REFERENCE_KL_WEIGHT
@@ -49,6 +61,7 @@ class LossWeights:
     blend_p: float = aug.BLEND_P
     perceptual_reduction: str = "image_mean"  # the paper's; "per_pixel" gives LPIPS a real share (taming's)
     free_alpha_overshoot: bool = False  # the paper's; True: the terms see alpha held at a saturated target's bound
+    latent_noise: float = DEFAULT_SCALE  # not the paper's: s_max of the decoder's latent noise (method.md §3.9)
 
     def __post_init__(self) -> None:
         def number(value) -> bool:
@@ -62,6 +75,8 @@ class LossWeights:
             raise ValueError(f"'loss.reconstruction_loss' must be one of {RECONSTRUCTION_LOSSES}, got {self.reconstruction_loss!r}")
         if self.perceptual_reduction not in perc.REDUCTIONS:
             raise ValueError(f"'loss.perceptual_reduction' must be one of {perc.REDUCTIONS}, got {self.perceptual_reduction!r}")
+        if not number(self.latent_noise) or self.latent_noise < 0:
+            raise ValueError(f"'loss.latent_noise' must be a number ≥ 0, got {self.latent_noise!r}")
         if not number(self.blend_p) or not 0 <= self.blend_p <= 1:
             raise ValueError(f"'loss.blend_p' must be in [0, 1], got {self.blend_p!r}")
         if not isinstance(self.free_alpha_overshoot, bool):
@@ -125,8 +140,8 @@ class AlphaVAEObjective:
 
     @property
     def notes(self) -> list[str]:
-        """One line per skipped term, e.g. ``"perceptual skipped: no LPIPS model (...)"``."""
-        return [f"{term} skipped: {why}" for term, why in self.skipped.items()]
+        """One line per skipped term of the paper's, e.g. ``"perceptual skipped: no LPIPS model (...)"``."""
+        return [f"{term} skipped: {why}" for term, why in self.skipped.items() if term not in EXTRA_TERMS]
 
     def active(self, term: str, step: int | None = None) -> bool:
         """Whether ``term`` contributes (the adversarial term also needs ``step ≥ disc_start``)."""
@@ -147,29 +162,21 @@ class AlphaVAEObjective:
         return mse_term.naive_mse_loss(pred, target)
 
     def generator_step(self, vae: AutoencoderKL, x01: torch.Tensor, step: int,
-                       last_layer_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+                       last_layer_weight: torch.Tensor | None = None,
+                       latent_noise: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         """Loss for the VAE on a batch ``(B, 4, H, W)`` in [0, 1]; returns ``(loss, logs, recon)``.
 
         ``last_layer_weight`` (default: the decoder's ``conv_out.weight``) is W of the adaptive weight.
+        ``latent_noise``: the draws ``s·ε`` of :func:`~alphavae.losses.latent_noise.latent_noise_draws` when
+        ``weights.latent_noise`` is on (None: drawn here from ``self.generator``).
         ``recon`` is the decoder's output as the losses saw it: in [-1, 1] space, *unclamped* (detached). The
         discriminator step must score exactly this tensor: trained on a clamped copy, D never sees the values
         outside [-1, 1] that its adversarial gradient then pushes the VAE towards (measured: reconstruction
         error ×1.6 over a 5,000-step run, ``benchmarks/NOTES.md``). Show it with :func:`alphavae.blending.from_vae_range`.
         """
         x = to_vae_range(x01)
-        posterior = vae.encode(x).latent_dist
-        z = posterior.sample(generator=self.generator) if self.sample_posterior else posterior.mode()
-        recon = self.seen(vae.decode(z).sample.float(), x)  # losses in fp32 even under bf16 autocast
-        raw: dict[str, torch.Tensor] = {}
-        if self.active("reconstruction"):
-            raw["reconstruction"] = self.reconstruction_term(recon, x)
-        if self.active("perceptual"):
-            raw["perceptual"] = perc.perceptual_loss(recon, x, self.lpips_model, self.perceptual_backgrounds,
-                                                     self.weights.perceptual_reduction)
-        if self.active("prior_kl"):
-            raw["prior_kl"] = kl_terms.prior_kl(posterior)
-        if self.active("reference_kl"):
-            raw["reference_kl"] = kl_terms.reference_kl(vae, self.reference_vae, x, self.reference_backgrounds)
+        posterior, recon = self._reconstruct(vae, x, latent_noise)
+        raw = self._raw_terms(vae, recon, x, posterior)
         weighted = {term: getattr(self.weights, term) * value for term, value in raw.items()}
         logs: dict[str, float] = {}
         if self.active("adversarial", step):
@@ -182,6 +189,34 @@ class AlphaVAEObjective:
         logs["total"] = float(loss.detach())
         return loss, logs, recon.detach()
 
+    def _reconstruct(self, vae: AutoencoderKL, x: torch.Tensor,
+                     latent_noise: torch.Tensor | None = None) -> tuple[DiagonalGaussianDistribution, torch.Tensor]:
+        """(q(z|x), x̂ as the terms see it): a posterior sample (or its mode), with the latent noise when it is on."""
+        posterior = vae.encode(x).latent_dist
+        z = posterior.sample(generator=self.generator) if self.sample_posterior else posterior.mode()
+        if self.weights.latent_noise > 0:
+            if latent_noise is None:
+                latent_noise = latent_noise_draws(len(z), z.shape[1:], self.weights.latent_noise, self.generator, z.device)
+            z = add_latent_noise(z, latent_noise)
+        return posterior, self.seen(vae.decode(z).sample.float(), x)  # losses in fp32 even under bf16 autocast
+
+    def _raw_terms(self, vae: AutoencoderKL, recon: torch.Tensor, x: torch.Tensor,
+                   posterior: DiagonalGaussianDistribution) -> dict[str, torch.Tensor]:
+        """Every active term but the adversarial one, unweighted."""
+        raw: dict[str, torch.Tensor] = {}
+        if self.active("reconstruction"):
+            raw["reconstruction"] = self.reconstruction_term(recon, x)
+        if self.active("alpha_l1"):
+            raw["alpha_l1"] = alpha_term.alpha_l1_loss(recon, x)
+        if self.active("perceptual"):
+            raw["perceptual"] = perc.perceptual_loss(recon, x, self.lpips_model, self.perceptual_backgrounds,
+                                                     self.weights.perceptual_reduction)
+        if self.active("prior_kl"):
+            raw["prior_kl"] = kl_terms.prior_kl(posterior)
+        if self.active("reference_kl"):
+            raw["reference_kl"] = kl_terms.reference_kl(vae, self.reference_vae, x, self.reference_backgrounds)
+        return raw
+
     def _adversarial(self, vae: AutoencoderKL, recon: torch.Tensor, weighted: dict[str, torch.Tensor],
                      last_layer_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(L_GAN, w_adv·λ·L_GAN, λ); the discriminator's own parameters get no gradient from it."""
@@ -193,7 +228,7 @@ class AlphaVAEObjective:
         finally:
             for p, flag in zip(d.parameters(), was):
                 p.requires_grad_(flag)
-        rec = sum((weighted[t] for t in ("reconstruction", "perceptual") if t in weighted), start=recon.new_zeros(()))
+        rec = sum((weighted[t] for t in REC_TERMS if t in weighted), start=recon.new_zeros(()))
         if torch.is_grad_enabled() and gan.requires_grad and rec.requires_grad:
             w = last_layer_weight if last_layer_weight is not None else vae.decoder.conv_out.weight
             lam = adv.adaptive_weight(rec, gan, w)
@@ -216,17 +251,22 @@ class AlphaVAEObjective:
                       "disc/logits_fake": float(fake.detach().mean())}
 
 
-def build_objective(rgb_vae: AutoencoderKL, weights: LossWeights, device: torch.device | str,
+def build_objective(vae: AutoencoderKL, weights: LossWeights, device: torch.device | str,
                     lpips_model: nn.Module | None = None, disc_channels: int = 64,
                     generator: torch.Generator | None = None) -> tuple[AutoencoderKL, AlphaVAEObjective]:
     """The RGBA model to train and its objective, as every trainer builds them (method.md §2–3).
 
-    ``rgb_vae`` is converted to RGBA (a copy; it stays untouched) and, when the reference KL is on, serves
-    frozen as the reference; a PatchGAN of ``disc_channels`` base channels is built when the adversarial weight
-    is positive; ``lpips_model`` is the real LPIPS (none: the term is skipped and noted).
+    An RGB ``vae`` is converted to RGBA (a copy; it stays untouched) and, when the reference KL is on, serves
+    frozen as the reference. An RGBA ``vae`` (fine-tuning one, method.md §3.9) is copied; it has no RGB reference,
+    so the reference KL must be off. A PatchGAN of ``disc_channels`` base channels is built when the adversarial
+    weight is positive; ``lpips_model`` is the real LPIPS (none: the term is skipped and noted).
     """
-    model = convert_to_rgba(rgb_vae).to(device).train().requires_grad_(True)
-    reference = rgb_vae.to(device).eval().requires_grad_(False) if weights.reference_kl > 0 else None
+    rgba = is_rgba(vae)
+    if rgba and weights.reference_kl > 0:
+        raise ValueError("'loss.reference_kl' must be 0 to fine-tune an RGBA VAE: the reference KL needs the RGB VAE "
+                         "it was made from")
+    model = (copy.deepcopy(vae) if rgba else convert_to_rgba(vae)).to(device).train().requires_grad_(True)
+    reference = vae.to(device).eval().requires_grad_(False) if weights.reference_kl > 0 else None
     disc = adv.PatchDiscriminator(in_channels=4, base_channels=disc_channels).to(device).train() if weights.adversarial > 0 else None
     objective = AlphaVAEObjective(weights, reference_vae=reference, lpips_model=lpips_model, discriminator=disc,
                                   generator=generator)
@@ -242,22 +282,13 @@ def gradient_shares(vae: AutoencoderKL, objective: AlphaVAEObjective, x01: torch
     """
     params = [p for p in vae.parameters() if p.requires_grad]
     x = to_vae_range(x01)
-    generator = torch.Generator(x.device).manual_seed(0)
-    posterior = vae.encode(x).latent_dist
-    z = posterior.sample(generator=generator) if objective.sample_posterior else posterior.mode()
-    recon = objective.seen(vae.decode(z).sample.float(), x)
-    terms: dict[str, torch.Tensor] = {}
+    generator, objective.generator = objective.generator, torch.Generator(x.device).manual_seed(0)
+    try:
+        posterior, recon = objective._reconstruct(vae, x)
+    finally:
+        objective.generator = generator
     w = objective.weights
-    if objective.active("reconstruction"):
-        terms["reconstruction"] = w.reconstruction * objective.reconstruction_term(recon, x)
-    if objective.active("perceptual"):
-        terms["perceptual"] = w.perceptual * perc.perceptual_loss(recon, x, objective.lpips_model,
-                                                                  objective.perceptual_backgrounds, w.perceptual_reduction)
-    if objective.active("prior_kl"):
-        terms["prior_kl"] = w.prior_kl * kl_terms.prior_kl(posterior)
-    if objective.active("reference_kl"):
-        terms["reference_kl"] = w.reference_kl * kl_terms.reference_kl(vae, objective.reference_vae, x,
-                                                                       objective.reference_backgrounds)
+    terms = {name: getattr(w, name) * value for name, value in objective._raw_terms(vae, recon, x, posterior).items()}
     if objective.active("adversarial", step):
         _, terms["adversarial"], _ = objective._adversarial(vae, recon, terms, None)
     norms = {}

@@ -26,6 +26,8 @@ LR_SCHEDULES = tuple(s.value for s in SchedulerType)
 #: The smallest image side the PatchGAN's three strided layers can take (the side must also be a multiple of 8,
 #: the VAE's downsampling).
 MIN_IMAGE_SIZE = 32
+#: The values of the ``trainable`` key: every weight, or the decoder alone (encoder frozen: method.md §3.9).
+TRAINABLE_CHOICES = ("all", "decoder")
 #: The values of the ``compile`` key.
 COMPILE_CHOICES = ("auto", "on", "off")
 #: Seeds are in [0, SEED_LIMIT) (what ``accelerate.utils.set_seed`` and numpy's seeding accept).
@@ -40,7 +42,8 @@ class ConfigError(ValueError):
 class TrainConfig:
     """One training run. Defaults are the paper's (method.md §3) except where the comment says why not."""
 
-    vae: str = "embedded"  # SPEC of the pretrained RGB VAE to extend (alphavae.vae.loading.load_vae)
+    vae: str = "embedded"  # SPEC of the pretrained RGB VAE to extend (alphavae.vae.loading.load_vae), or of an RGBA VAE to fine-tune
+    trainable: str = "all"  # all | decoder: the decoder alone, encoder frozen, so the latent space stays (method.md §3.9)
     data: str = "rgba-train"  # a folder of RGBA images, "sample" (shipped), or a folder name under the shared data
     split: str | None = "split-rgba-train.json"  # held-out split file (relative: to the config's folder); None = no held-out set
     extra_data: str | None = None  # a second folder of RGBA images, all trained on (rgba-extra: scripts/rebuild_rgba_extra.py)
@@ -103,6 +106,8 @@ class TrainConfig:
             raise ConfigError(f"{source}: 'cuda_graphs' must be one of {', '.join(COMPILE_CHOICES)}, got {self.cuda_graphs!r}")
         if self.device not in ("auto", "cpu"):
             raise ConfigError(f"{source}: 'device' must be auto or cpu, got {self.device!r}")
+        if self.trainable not in TRAINABLE_CHOICES:
+            raise ConfigError(f"{source}: 'trainable' must be one of {', '.join(TRAINABLE_CHOICES)}, got {self.trainable!r}")
         if self.lpips_net not in ("alex", "vgg"):
             raise ConfigError(f"{source}: 'lpips_net' must be alex or vgg, got {self.lpips_net!r}")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -31,11 +31,12 @@ CAPTURE_ERROR_MODE = "thread_local"
 #: Eager steps of a phase before it is recorded (PyTorch's CUDA-graph notes warm up with 3).
 WARMUP = 3
 
-Update = Callable[[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None, bool], dict[str, torch.Tensor]]
+Update = Callable[[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None, torch.Tensor | None, bool],
+                  dict[str, torch.Tensor]]
 
 
 class StepGraphs:
-    """``step(batch, choices, noise, adversarial) → logs`` that runs ``update`` through CUDA graphs.
+    """``step(batch, choices, noise, latent_noise, adversarial) → logs`` that runs ``update`` through CUDA graphs.
 
     ``update`` must have fixed shapes and no host synchronisation; it reads only its arguments and the networks'
     and optimisers' own tensors. The returned logs are the graph's output tensors: read them (or copy them)
@@ -51,14 +52,17 @@ class StepGraphs:
         self.side: torch.cuda.Stream | None = None  # the warm-up steps' stream (one: its cached memory is reused)
 
     def __call__(self, batch: torch.Tensor, choices: tuple[torch.Tensor, torch.Tensor], noise: torch.Tensor | None,
-                 adversarial: bool) -> dict[str, torch.Tensor]:
-        given = [batch, *choices] + ([noise] if noise is not None else [])
+                 latent_noise: torch.Tensor | None, adversarial: bool) -> dict[str, torch.Tensor]:
+        optional = (noise, latent_noise)
+        given = [batch, *choices, *(t for t in optional if t is not None)]
         if self.inputs is None:
             self.inputs = [t.clone() for t in given]
         for fixed, value in zip(self.inputs, given, strict=True):
             fixed.copy_(value, non_blocking=True)
         batch, chosen, picks, *rest = self.inputs
-        args = (batch, (chosen, picks), rest[0] if rest else None, adversarial)
+        fixed_optional = iter(rest)
+        noise, latent_noise = (next(fixed_optional) if t is not None else None for t in optional)
+        args = (batch, (chosen, picks), noise, latent_noise, adversarial)
         if self.graph is not None:
             if self.graph[0] == adversarial:
                 self.graph[1].replay()

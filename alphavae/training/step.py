@@ -44,16 +44,15 @@ from torch import nn
 
 from alphavae.blending import to_vae_range
 from alphavae.losses import adversarial as adv
+from alphavae.losses import alpha_l1 as alpha_term
 from alphavae.losses import kl as kl_terms
 from alphavae.losses import perceptual as perc
 from alphavae.losses.augmentation import blend_augment, blend_choices
 from alphavae.losses.compositing import opaque
-from alphavae.losses.objective import AlphaVAEObjective
+from alphavae.losses.latent_noise import add_latent_noise, latent_noise_draws
+from alphavae.losses.objective import REC_TERMS, AlphaVAEObjective
 from alphavae.training.layout import keep_channels_last
 from alphavae.training.upsampling import broadcast_upsampling
-
-#: Terms that make up L_rec, the numerator of the adaptive weight.
-REC_TERMS = ("reconstruction", "perceptual")
 
 
 def step_generator(seed: int, step: int, device: torch.device | str) -> torch.Generator:
@@ -63,20 +62,23 @@ def step_generator(seed: int, step: int, device: torch.device | str) -> torch.Ge
 
 
 def global_draws(generator: torch.Generator, global_batch: int, blend_p: float, latent_shape: Sequence[int],
-                 rank: int, world_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+                 rank: int, world_size: int, latent_noise: float = 0.0
+                 ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor | None]:
     """This process's slice (positions ``rank::world_size``, as the batch sampler deals images) of the blend
-    choices and posterior noise ``(B_local, *latent_shape)`` drawn for the whole global batch."""
+    choices, the posterior noise ``(B_local, *latent_shape)`` and, when ``latent_noise`` > 0, the latent noise's
+    draws (:func:`~alphavae.losses.latent_noise.latent_noise_draws`; else None), drawn for the whole global batch."""
     chosen, picks = blend_choices(global_batch, blend_p, generator)
     noise = torch.randn((global_batch, *latent_shape), generator=generator, device=generator.device)
     part = slice(rank, None, world_size)
-    return (chosen[part], picks[part]), noise[part]
+    extra = latent_noise_draws(global_batch, latent_shape, latent_noise, generator)[part] if latent_noise > 0 else None
+    return (chosen[part], picks[part]), noise[part], extra
 
 
 @dataclass(frozen=True)
 class LossFunctions:
-    """The five loss functions :class:`GeneratorLoss` calls around its networks — the reconstruction term (ABMSE or
-    naive MSE), the perceptual term (composites and the LPIPS call), the prior KL, the KL to the reference and the
-    reference composites — eager or each compiled (:meth:`of`). The rest of the step's glue (the hinge losses, the
+    """The six loss functions :class:`GeneratorLoss` calls around its networks — the reconstruction term (ABMSE or
+    naive MSE), the alpha L1 term, the perceptual term (composites and the LPIPS call), the prior KL, the KL to the
+    reference and the reference composites — eager or each compiled (:meth:`of`). The rest of the step's glue (the hinge losses, the
     held alpha of ``free_alpha_overshoot``, the adaptive weight's surrogate) stays eager.
 
     Eager, each operation of a loss is a kernel of its own; compiled, they fuse into a few. On one H100
@@ -87,6 +89,7 @@ class LossFunctions:
     """
 
     reconstruction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    alpha_l1: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     perceptual: Callable[..., torch.Tensor]
     prior_kl: Callable[[DiagonalGaussianDistribution], torch.Tensor]
     kl_to_reference: Callable[..., torch.Tensor]
@@ -96,7 +99,8 @@ class LossFunctions:
     def of(cls, objective: AlphaVAEObjective, compiled: bool = False) -> LossFunctions:
         """``objective``'s functions (its reconstruction term is the bound method, which reads its weights), each
         ``torch.compile``-d for fixed shapes with ``compiled``."""
-        functions = {"reconstruction": objective.reconstruction_term, "perceptual": perc.perceptual_loss,
+        functions = {"reconstruction": objective.reconstruction_term, "alpha_l1": alpha_term.alpha_l1_loss,
+                     "perceptual": perc.perceptual_loss,
                      "prior_kl": kl_terms.prior_kl, "kl_to_reference": kl_terms.kl_to_reference,
                      "reference_composites": kl_terms.reference_composites}
         if compiled:
@@ -107,7 +111,9 @@ class LossFunctions:
 class GeneratorLoss(nn.Module):
     """The VAE's loss of one step as one module (its only submodule is the trainable VAE, which DDP wraps).
 
-    ``forward(x01, noise, adversarial)`` returns ``(backward_loss, logs, recon)``: ``backward_loss`` has the
+    ``forward(x01, noise, adversarial, latent_noise)`` returns ``(backward_loss, logs, recon)``: ``noise`` is the
+    posterior sample's ε (None: the posterior mean), ``latent_noise`` the latent noise's draws (None: off);
+    ``backward_loss`` has the
     objective's gradient (equal to the loss itself when the adversarial term is off); ``logs`` are detached
     0-dim tensors (``loss/…``, ``weighted/…``, ``adaptive_weight``, ``total``: the true loss value).
     """
@@ -120,7 +126,8 @@ class GeneratorLoss(nn.Module):
         self.reduce_mean = reduce_mean  # averages a tensor over the processes (None: one process)
         self.losses = LossFunctions.of(objective, compiled_losses)
 
-    def forward(self, x01: torch.Tensor, noise: torch.Tensor | None, adversarial: bool):
+    def forward(self, x01: torch.Tensor, noise: torch.Tensor | None, adversarial: bool,
+                latent_noise: torch.Tensor | None = None):
         obj, w, f = self.objective, self.objective.weights, self.losses
         x = to_vae_range(x01)
         n = x.shape[0]
@@ -135,10 +142,14 @@ class GeneratorLoss(nn.Module):
         moments = self.vae.encode(torch.cat(encoder_input)).latent_dist.parameters
         posterior = DiagonalGaussianDistribution(moments[:n])
         z = posterior.mean + posterior.std * noise.to(posterior.mean) if noise is not None else posterior.mean
+        if latent_noise is not None:
+            z = add_latent_noise(z, latent_noise, self.reduce_mean)
         recon = obj.seen(self.vae.decode(z).sample.float(), x)  # losses in fp32 even under bf16 autocast
         raw: dict[str, torch.Tensor] = {}
         if obj.active("reconstruction"):
             raw["reconstruction"] = f.reconstruction(recon, x)
+        if obj.active("alpha_l1"):
+            raw["alpha_l1"] = f.alpha_l1(recon, x)
         if obj.active("perceptual"):
             raw["perceptual"] = f.perceptual(recon, x, obj.lpips_model, obj.perceptual_backgrounds, w.perceptual_reduction)
         if obj.active("prior_kl"):

@@ -18,6 +18,7 @@ JSON line per logged step), ``run.json`` (config and notes), ``model/`` (fp32 ``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -124,14 +125,41 @@ def latent_shape(model: AutoencoderKL, image_size: int) -> tuple[int, int, int]:
     return model.config.latent_channels, side, side
 
 
+def frozen_encoder_weights(weights: LossWeights, notes: list[str]) -> LossWeights:
+    """The weights of a decoder-only run: both KL terms off, as they only reach the frozen encoder (noted)."""
+    off = [term for term in ("prior_kl", "reference_kl") if getattr(weights, term) > 0]
+    if off:
+        notes.append(f"trainable: decoder: {' and '.join(off)} off (they reach only the frozen encoder)")
+    return dataclasses.replace(weights, prior_kl=0.0, reference_kl=0.0)
+
+
+def freeze_encoder(model: AutoencoderKL) -> None:
+    """Freeze the encoder and its ``quant_conv``: the latent space stays what it was."""
+    model.encoder.requires_grad_(False)
+    model.quant_conv.requires_grad_(False)
+
+
+def trainable(model: AutoencoderKL) -> list[torch.nn.Parameter]:
+    """The parameters the run trains, in a fixed order (all, or the decoder's with the encoder frozen)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
-    """Load and convert the VAE, build the objective, the step's modules, optimisers, schedulers and EMA."""
-    weights = config.loss_weights()
-    device = accelerator.device
+    """Load (and convert) the VAE, build the objective, the step's modules, optimisers, schedulers and EMA."""
     notes: list[str] = []
+    weights = config.loss_weights()
+    if config.trainable == "decoder":
+        weights = frozen_encoder_weights(weights, notes)
+    device = accelerator.device
     lpips_model = perceptual_model(weights, config, device, notes)
-    model, objective = build_objective(load_vae(config.vae), weights, device, lpips_model)
-    notes += [note for note in objective.notes if not note.startswith("perceptual")]
+    try:
+        model, objective = build_objective(load_vae(config.vae), weights, device, lpips_model)
+    except ValueError as exc:  # an RGBA VAE with the reference KL on
+        raise ConfigError(f"vae '{config.vae}': {exc}") from exc
+    if config.trainable == "decoder":
+        freeze_encoder(model)
+    noted = ("perceptual", "prior_kl", "reference_kl") if config.trainable == "decoder" else ("perceptual",)
+    notes += [note for note in objective.notes if not note.startswith(noted)]  # said above already
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     on_gpu = device.type == "cuda"
@@ -148,7 +176,7 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
         notes.append("torch.compile of the loss functions around the networks: reconstruction, perceptual, both KLs, "
                      "reference composites (step.LossFunctions)")
     graphs = use_cuda_graphs(config, accelerator)
-    optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay, capturable=graphs)
+    optimizer = adamw(trainable(model), config.lr, config.betas, config.weight_decay, capturable=graphs)
     scheduler = lr_schedule(optimizer, config.lr_schedule, config.warmup_steps, config.steps)
     setup = TrainingSetup(accelerator, config, weights, model, objective, optimizer, scheduler, generator_loss,
                           latent_shape(model, config.image_size), channels_last=compile_networks, notes=notes)
@@ -160,7 +188,7 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
         disc_steps = max(config.steps - weights.disc_start, 1)
         setup.disc_scheduler = lr_schedule(setup.disc_optimizer, config.lr_schedule, min(config.warmup_steps, disc_steps), disc_steps)
     if config.ema_decay is not None:
-        setup.ema = EMAModel(model.parameters(), decay=config.ema_decay, foreach=True)  # a few kernels, not 3 per tensor
+        setup.ema = EMAModel(trainable(model), decay=config.ema_decay, foreach=True)  # a few kernels, not 3 per tensor
         setup.ema.to(device)
     if graphs:
         setup.graphs = StepGraphs(lambda *args: update(setup, *args))
@@ -233,14 +261,14 @@ def check_divergence(setup: TrainingSetup) -> None:
 
 
 def update(setup: TrainingSetup, batch: torch.Tensor, choices: tuple[torch.Tensor, torch.Tensor],
-           noise: torch.Tensor | None, adversarial: bool) -> dict[str, torch.Tensor]:
+           noise: torch.Tensor | None, latent_noise: torch.Tensor | None, adversarial: bool) -> dict[str, torch.Tensor]:
     """The optimisation work of one step on a device batch in [0, 1] and the step's draws: the generator update
     and, when ``adversarial``, the discriminator's. Fixed shapes, no host synchronisation: what a CUDA graph
     records (:mod:`alphavae.training.graphs`). Returns the logs as device tensors."""
     acc = setup.accelerator
     x01 = augment(batch, setup.weights.blend_p, choices, setup.channels_last)
     with acc.autocast():
-        loss, logs, recon = setup.generator_loss(x01, noise, adversarial)
+        loss, logs, recon = setup.generator_loss(x01, noise, adversarial, latent_noise)
     setup.optimizer.zero_grad(set_to_none=True)
     acc.backward(loss)
     setup.optimizer.step()
@@ -261,17 +289,17 @@ def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int) -> dict[str
     acc, config = setup.accelerator, setup.config
     batch = batch.to(acc.device, non_blocking=True)
     generator = step_generator(config.seed, step, acc.device)
-    choices, noise = global_draws(generator, config.batch_size, setup.weights.blend_p, setup.latent_shape,
-                                  acc.process_index, acc.num_processes)
+    choices, noise, latent_noise = global_draws(generator, config.batch_size, setup.weights.blend_p, setup.latent_shape,
+                                                acc.process_index, acc.num_processes, setup.weights.latent_noise)
     noise = noise if setup.objective.sample_posterior else None
     adversarial = setup.objective.active("adversarial", step)
     run = setup.graphs if setup.graphs is not None else (lambda *args: update(setup, *args))
-    logs = run(batch, choices, noise, adversarial)
+    logs = run(batch, choices, noise, latent_noise, adversarial)
     setup.scheduler.step()
     if setup.discriminator_loss is not None and adversarial:
         setup.disc_scheduler.step()
     if setup.ema is not None:
-        setup.ema.step(setup.model.parameters())
+        setup.ema.step(trainable(setup.model))
     setup.watch.update(step, logs)
     return logs
 
@@ -310,7 +338,7 @@ def save_final(setup: TrainingSetup, output: Path) -> tuple[Path, Path]:
     model = setup.model
     if setup.ema is not None:
         model = copy.deepcopy(model)
-        setup.ema.copy_to(model.parameters())
+        setup.ema.copy_to(trainable(model))
     _atomic_save_pretrained(model, output / "model", torch.float32)
     _atomic_save_pretrained(model, output / "model-fp16", torch.float16)
     return output / "model", output / "model-fp16"
@@ -365,7 +393,7 @@ def _restore(setup: TrainingSetup, shared: dict[str, Any], local: dict[str, Any]
         settle_groups(setup.disc_optimizer, capturable, setup.disc_scheduler)
     if setup.ema is not None:
         setup.ema.load_state_dict(shared["ema"])
-        settle_ema(setup.ema, setup.model.parameters())
+        settle_ema(setup.ema, trainable(setup.model))
     if setup.accelerator.scaler is not None and "scaler" in shared:
         setup.accelerator.scaler.load_state_dict(shared["scaler"])
     set_rng_state(local["rng"])

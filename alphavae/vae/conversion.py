@@ -60,6 +60,11 @@ def _widen_output(conv: nn.Conv2d, bias: float) -> nn.Conv2d:
     return new
 
 
+def is_rgba(vae: AutoencoderKL) -> bool:
+    """Whether ``vae`` takes and gives four channels (an RGBA VAE, converted or fine-tuned)."""
+    return (vae.config.in_channels, vae.config.out_channels) == (4, 4)
+
+
 def convert_to_rgba(vae: AutoencoderKL) -> AutoencoderKL:
     """Return a new 4-channel (RGBA) ``AutoencoderKL`` made from a 3-channel one; ``vae`` is left untouched.
 
