@@ -21,6 +21,12 @@ the paper's objective, LPIPS and the GAN are not in its loss.
 
     python benchmarks/latent_noise_soft_alpha.py --vae embedded-rgba --images 80 --noise 0 0.05 0.1 0.2
     python benchmarks/latent_noise_soft_alpha.py --images 64 --noise 0 0.1 0.2 --finetune-steps 400 --output runs/dec-noise
+
+``--decoded-by VAE [VAE ...]`` only decodes the same ``--samples`` latents of ``--generator`` with each VAE (they must
+share the generator's encoder: the shipped one, or decoder fine-tunes of it, ``trainable: decoder``) and prints each
+soft share; ``--noise`` is then not measured.
+
+    python benchmarks/latent_noise_soft_alpha.py --decoded-by embedded-rgba runs/dec-a/model-fp16 --samples 256
 """
 
 from __future__ import annotations
@@ -120,7 +126,9 @@ def main() -> None:
     parser.add_argument("--fit-images", type=int, default=480, help="fine-tune: training images (none of the measured ones)")
     parser.add_argument("--output", type=Path, help="fine-tune: where to save the fine-tuned VAE (required with it)")
     parser.add_argument("--generator", default="embedded-generator", help="fine-tune: generator whose samples are decoded")
-    parser.add_argument("--samples", type=int, default=64, help="fine-tune: generated samples decoded before and after")
+    parser.add_argument("--samples", type=int, default=64, help="generated samples decoded (fine-tune: before and after)")
+    parser.add_argument("--decoded-by", nargs="+", metavar="VAE", help="only: the soft share of --generator's samples "
+                        "decoded by each of these VAEs")
     args = parser.parse_args()
     if args.images < 2:
         parser.error(f"--images {args.images}: need at least 2 (a per-channel std)")
@@ -130,6 +138,12 @@ def main() -> None:
         parser.error("--finetune-steps needs --output DIR (where the fine-tuned VAE goes)")
 
     device = torch_device(args.device)
+    if args.decoded_by:
+        for spec in args.decoded_by:
+            share = generated_soft_share(args.generator, spec, args.samples, args.seed, device)
+            print(f"{args.samples} samples of {args.generator} (seed {args.seed}) decoded by {spec}: {100 * share:.2f} % soft "
+                  f"({machine_name(device)})", flush=True)
+        return
     vae = load_vae(args.vae).to(device).float().eval()
     root, files = split_image_files(args.which)
     measured = evenly_spaced(files, args.images)
