@@ -7,6 +7,10 @@
 # ablation's (benchmarks/gpu_ablation.sh): $VARIANTS/{main,naive_mse,no_reference_kl}/model-fp16.
 # Usage (repo root, data in $ALPHAVAE_SHARED_DATA/rgba-train):
 #   OUT=/tmp/out STEPS=3000 MINUTES=6.5 bash scripts/generation_gpu_run.sh
+# EVAL=0 stops after training: where LPIPS-VGG's 29 MB cannot travel with the VAEs and the training images, train in
+# one call and run the same command again on the same warm machine, with the weights and without the three VAEs'
+# folders in the call (a finished run resumes as done), to sample and score. The UNets are compiled (--compile true),
+# as the shipped generator's was.
 set -euo pipefail
 OUT=${OUT:?set OUT to the folder for results}
 STEPS=${STEPS:-3000}
@@ -22,7 +26,7 @@ for name in main naive_mse no_reference_kl; do
   vae=${VAES[$name]}
   if [[ ! -f $vae/config.json ]]; then echo "skipping $name: $vae missing"; continue; fi
   python -m alphavae generator train --vae "$vae" --output "$RUNS/$name" --steps "$STEPS" \
-    --max-minutes "$MINUTES" --resume > "$OUT/train_$name.log" 2>&1 &
+    --max-minutes "$MINUTES" --resume --compile true > "$OUT/train_$name.log" 2>&1 &
   pids+=($!)
 done
 status=0
@@ -31,6 +35,7 @@ for name in main naive_mse no_reference_kl; do
   [[ -f $OUT/train_$name.log ]] && { echo "== $name"; tr '\r' '\n' < "$OUT/train_$name.log" | grep -v '^\s*$' | tail -3; }
 done
 [[ $status == 0 ]] || { echo "a training run failed"; exit 1; }
+[[ ${EVAL:-1} == 1 ]] || { echo "EVAL=0: trained; run again with EVAL=1 to score"; exit 0; }
 models=(--model "main=$RUNS/main/model")
 for name in naive_mse no_reference_kl; do
   [[ -d $RUNS/$name/model ]] && models+=(--model "$name=$RUNS/$name/model")
