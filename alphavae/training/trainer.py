@@ -173,7 +173,7 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
     generator_loss = accelerator.prepare_model(
         GeneratorLoss(model, objective, reduce_mean, compiled_losses=compile_networks))
     if compile_networks:
-        notes.append("torch.compile of the loss functions around the networks: reconstruction, perceptual, both KLs, "
+        notes.append("torch.compile of the loss functions around the networks: reconstruction, alpha L1, perceptual, both KLs, "
                      "reference composites (step.LossFunctions)")
     graphs = use_cuda_graphs(config, accelerator)
     optimizer = adamw(trainable(model), config.lr, config.betas, config.weight_decay, capturable=graphs)
