@@ -346,7 +346,9 @@ def test_latent_noise_is_in_units_of_each_channel_s_spread_and_agrees_over_proce
     both = (moments[0] + moments[1]) / 2
     step0 = add_latent_noise(halves[0], ones[:3], reduce_mean=lambda m: both) - halves[0]
     assert torch.allclose(step0, step[:3], rtol=1e-4)
-    draws = latent_noise_draws(4000, (1, 1, 1), 0.2, torch.Generator().manual_seed(1))
-    assert float(draws.abs().max()) <= 0.2 * 5 and float(draws.std()) == pytest.approx(0.2 / math.sqrt(3), rel=0.05)
+    draws = latent_noise_draws(64, (1, 16, 16), 0.2, torch.Generator().manual_seed(1))
+    per_image = draws.flatten(1).std(dim=1)  # one s per image: the images' spreads run over [0, 0.2]
+    assert float(per_image.min()) < 0.03 and float(per_image.max()) > 0.17 and float(per_image.max()) < 0.25
+    assert float(draws.square().mean().sqrt()) == pytest.approx(0.2 / math.sqrt(3), rel=0.15)  # E[s²] = s_max²/3
     with pytest.raises(ValueError, match="latent_noise"):
         LossWeights(latent_noise=-0.1)

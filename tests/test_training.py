@@ -178,7 +178,7 @@ def test_shipped_configs_load():
         if path.name.startswith(("split-", "ablation")):
             continue
         config = load_config(path)
-        if config.trainable == "decoder":  # a fine-tune of a trained RGBA VAE: its fresh discriminator from the start
+        if config.trainable == "decoder":  # a fine-tune of a trained RGBA VAE: any discriminator is fresh, from step 0
             assert config.loss_weights().disc_start == 0 and config.vae == "embedded-rgba", path
         elif path.stem not in ("toy", "paper"):  # short runs keep the paper's proportions of warm-up and GAN start
             assert abs(config.loss_weights().disc_start / config.steps - 4000 / 30000) < 0.01, path
@@ -224,13 +224,15 @@ def test_two_processes_gloo_end_with_identical_weights(tiny_vae, tmp_path):
 
 
 def test_two_processes_train_like_one_process_on_the_same_global_batch(tiny_vae, tmp_path):
-    """Same global batch, same per-sample random numbers (blend augmentation, posterior noise), gradients
-    averaged by DDP: the losses of every step agree and so do the weights. The discriminator is off (on a CPU,
+    """Same global batch, same per-sample random numbers (blend augmentation, posterior noise, latent noise), gradients
+    averaged by DDP: the losses of every step agree and so do the weights. The latent noise's spread is the whole
+    batch's, averaged over the processes (the decoder fine-tune's terms are on, method.md §3.9). The discriminator is off (on a CPU,
     BatchNorm statistics cannot be synchronised over gloo; on GPUs the trainer uses SyncBatchNorm).
     Weight tolerance: 1e-5 for kernels (they move by ~1e-3 per step); biases within 2·lr per step, because a
     bias right before a GroupNorm has a gradient that is zero in exact arithmetic, and Adam scales its
     round-off, which differs between one sum and two averaged halves, up to a full learning-rate step."""
-    raw = tiny_config(tiny_vae, steps=4, checkpoint_every=4, ema_decay=None, loss={"disc_start": 100, "perceptual": 0.0})
+    raw = tiny_config(tiny_vae, steps=4, checkpoint_every=4, ema_decay=None,
+                      loss={"disc_start": 100, "perceptual": 0.0, "latent_noise": 0.3, "alpha_l1": 0.1})
     one = train(config_from_dict(raw), tmp_path / "one")
     out = tmp_path / "two"
     out.mkdir()
@@ -293,6 +295,8 @@ def test_a_decoder_only_run_keeps_the_encoder_and_resumes_exactly(tiny_rgba, tmp
     assert read_log(noiseless.output)[0]["total"] != log[0]["total"]  # the decoder did see the noise
 
 
-def test_an_rgba_vae_with_the_reference_kl_on_is_refused(tiny_rgba, tmp_path):
+def test_an_rgba_vae_with_the_reference_kl_on_or_an_rgb_decoder_fine_tune_is_refused(tiny_vae, tiny_rgba, tmp_path):
     with pytest.raises(ConfigError, match="reference_kl"):
         train(config_from_dict(tiny_config(tiny_rgba, loss={"perceptual": 0.0, "reference_kl": 1e-16})), tmp_path / "r")
+    with pytest.raises(ConfigError, match="is RGB"):
+        train(config_from_dict(tiny_config(tiny_vae, trainable="decoder")), tmp_path / "d")

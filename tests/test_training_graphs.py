@@ -269,6 +269,8 @@ def test_a_recording_lets_other_threads_call_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "graph", graph)
     step = StepGraphs(lambda batch, choices, noise, latent_noise, adversarial: {"total": batch.sum()}, warmup=0)
     logs = step(torch.ones(2, 4, 8, 8), (torch.zeros(2), torch.zeros(2)), None, None, False)
+    with pytest.raises(ValueError, match="optional inputs"):  # a fixed input never changes its meaning
+        step(torch.ones(2, 4, 8, 8), (torch.zeros(2), torch.zeros(2)), None, torch.zeros(2, 4, 1, 1), False)
     assert float(logs["total"]) == 2 * 4 * 8 * 8
     assert entered == [{"capture_error_mode": "thread_local"}]
 

@@ -1,8 +1,8 @@
 """Latent noise: train the decoder on latents a little off, as a generator's samples are (method.md §3.9).
 
 A generator's sample is a latent with some error. Decoded by a VAE trained only on its encoder's own latents, that
-error comes back as haze: soft alpha where the image is transparent or opaque (benchmarks/NOTES.md, stop 27: the
-shipped ``embedded-rgba`` decodes its posterior means with 10 % soft pixels, and with 23 % at a noise of 0.2 × the
+error comes back as haze: soft alpha where the image is transparent or opaque (benchmarks/NOTES.md, stop 27: stage 1 of
+the shipped ``embedded-rgba`` decodes its posterior means with 10 % soft pixels, and with 23 % at a noise of 0.2 × the
 latents' standard deviation). Not in the paper. With ``loss.latent_noise`` = s_max > 0 the decoder sees
 
     z' = z + s·σ_c·ε,    s ~ U(0, s_max) per image,  ε ~ N(0, I),
@@ -24,7 +24,7 @@ DEFAULT_SCALE = 0.0
 def latent_noise_draws(n: int, latent_shape: Sequence[int], scale: float,
                        generator: torch.Generator | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """``s·ε`` for ``n`` images, ``(n, *latent_shape)``: s ~ U(0, ``scale``) per image, ε standard normal."""
-    device = generator.device if generator is not None else device
+    device = generator.device if generator is not None else device  # a generator draws on its own device
     s = scale * torch.rand((n, 1, 1, 1), generator=generator, device=device)
     return s * torch.randn((n, *latent_shape), generator=generator, device=device)
 

@@ -189,15 +189,18 @@ class AlphaVAEObjective:
         logs["total"] = float(loss.detach())
         return loss, logs, recon.detach()
 
-    def _reconstruct(self, vae: AutoencoderKL, x: torch.Tensor,
-                     latent_noise: torch.Tensor | None = None) -> tuple[DiagonalGaussianDistribution, torch.Tensor]:
-        """(q(z|x), x̂ as the terms see it): a posterior sample (or its mode), with the latent noise when it is on."""
+    def _reconstruct(self, vae: AutoencoderKL, x: torch.Tensor, latent_noise: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> tuple[DiagonalGaussianDistribution, torch.Tensor]:
+        """(q(z|x), x̂ as the terms see it): a posterior sample (or its mode) drawn from ``generator`` (default: the
+        objective's), plus the latent noise: ``latent_noise``'s draws when given (as the fast step applies them),
+        else drawn here when ``weights.latent_noise`` is on."""
+        generator = generator if generator is not None else self.generator
         posterior = vae.encode(x).latent_dist
-        z = posterior.sample(generator=self.generator) if self.sample_posterior else posterior.mode()
-        if self.weights.latent_noise > 0:
-            if latent_noise is None:
-                latent_noise = latent_noise_draws(len(z), z.shape[1:], self.weights.latent_noise, self.generator, z.device)
-            z = add_latent_noise(z, latent_noise)
+        z = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
+        if latent_noise is None and self.weights.latent_noise > 0:
+            latent_noise = latent_noise_draws(len(z), z.shape[1:], self.weights.latent_noise, generator, z.device)
+        if latent_noise is not None:
+            z = add_latent_noise(z, latent_noise.to(z.device))
         return posterior, self.seen(vae.decode(z).sample.float(), x)  # losses in fp32 even under bf16 autocast
 
     def _raw_terms(self, vae: AutoencoderKL, recon: torch.Tensor, x: torch.Tensor,
@@ -282,11 +285,7 @@ def gradient_shares(vae: AutoencoderKL, objective: AlphaVAEObjective, x01: torch
     """
     params = [p for p in vae.parameters() if p.requires_grad]
     x = to_vae_range(x01)
-    generator, objective.generator = objective.generator, torch.Generator(x.device).manual_seed(0)
-    try:
-        posterior, recon = objective._reconstruct(vae, x)
-    finally:
-        objective.generator = generator
+    posterior, recon = objective._reconstruct(vae, x, generator=torch.Generator(x.device).manual_seed(0))
     w = objective.weights
     terms = {name: getattr(w, name) * value for name, value in objective._raw_terms(vae, recon, x, posterior).items()}
     if objective.active("adversarial", step):

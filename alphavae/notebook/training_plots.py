@@ -15,8 +15,8 @@ from alphavae.imageio import load_rgba
 from alphavae.notebook.plotting import DPI, show_rgba
 
 #: Terms plotted by default, in this order, when the log has them.
-LOSS_TERMS = ("loss/reconstruction", "loss/prior_kl", "loss/reference_kl", "loss/perceptual", "loss/adversarial",
-              "disc/loss", "adaptive_weight", "lr")
+LOSS_TERMS = ("loss/reconstruction", "loss/alpha_l1", "loss/prior_kl", "loss/reference_kl", "loss/perceptual",
+              "loss/adversarial", "disc/loss", "adaptive_weight", "lr")
 #: Logged values that follow a schedule, not a batch: never smoothed.
 SCHEDULES = ("lr",)
 

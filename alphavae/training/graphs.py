@@ -47,6 +47,7 @@ class StepGraphs:
     def __init__(self, update: Update, record: bool = True, warmup: int = WARMUP):
         self.update, self.record, self.warmup = update, record, warmup
         self.inputs: list[torch.Tensor] | None = None
+        self.present: tuple[bool, bool] = (False, False)  # which of noise, latent_noise the fixed inputs hold
         self.eager_steps = {False: 0, True: 0}
         self.graph: tuple[bool, torch.cuda.CUDAGraph, dict[str, torch.Tensor]] | None = None
         self.side: torch.cuda.Stream | None = None  # the warm-up steps' stream (one: its cached memory is reused)
@@ -54,9 +55,12 @@ class StepGraphs:
     def __call__(self, batch: torch.Tensor, choices: tuple[torch.Tensor, torch.Tensor], noise: torch.Tensor | None,
                  latent_noise: torch.Tensor | None, adversarial: bool) -> dict[str, torch.Tensor]:
         optional = (noise, latent_noise)
+        present = tuple(t is not None for t in optional)
         given = [batch, *choices, *(t for t in optional if t is not None)]
         if self.inputs is None:
-            self.inputs = [t.clone() for t in given]
+            self.inputs, self.present = [t.clone() for t in given], present
+        if present != self.present:
+            raise ValueError(f"the step's optional inputs (noise, latent_noise) changed from {self.present} to {present}")
         for fixed, value in zip(self.inputs, given, strict=True):
             fixed.copy_(value, non_blocking=True)
         batch, chosen, picks, *rest = self.inputs

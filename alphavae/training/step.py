@@ -113,9 +113,8 @@ class GeneratorLoss(nn.Module):
 
     ``forward(x01, noise, adversarial, latent_noise)`` returns ``(backward_loss, logs, recon)``: ``noise`` is the
     posterior sample's ε (None: the posterior mean), ``latent_noise`` the latent noise's draws (None: off);
-    ``backward_loss`` has the
-    objective's gradient (equal to the loss itself when the adversarial term is off); ``logs`` are detached
-    0-dim tensors (``loss/…``, ``weighted/…``, ``adaptive_weight``, ``total``: the true loss value).
+    ``backward_loss`` has the objective's gradient (equal to the loss itself when the adversarial term is off);
+    ``logs`` are detached 0-dim tensors (``loss/…``, ``weighted/…``, ``adaptive_weight``, ``total``: the true loss value).
     """
 
     def __init__(self, vae: AutoencoderKL, objective: AlphaVAEObjective, reduce_mean=None,
@@ -127,7 +126,7 @@ class GeneratorLoss(nn.Module):
         self.losses = LossFunctions.of(objective, compiled_losses)
 
     def forward(self, x01: torch.Tensor, noise: torch.Tensor | None, adversarial: bool,
-                latent_noise: torch.Tensor | None = None):
+                latent_noise: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         obj, w, f = self.objective, self.objective.weights, self.losses
         x = to_vae_range(x01)
         n = x.shape[0]

@@ -48,6 +48,7 @@ from alphavae.training.loop import LoopPlan, RunLog, run_lock, run_steps
 from alphavae.training.optim import adamw, lr_schedule, settle_ema, settle_groups
 from alphavae.training.step import (DiscriminatorLoss, DivergenceWatch, GeneratorLoss, augment, global_draws,
                                     optimise_networks, step_generator)
+from alphavae.vae.conversion import is_rgba
 from alphavae.vae.loading import autocast_dtype, load_vae, machine_name
 from alphavae.vae.reconstruct import reconstruct
 
@@ -152,8 +153,12 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
         weights = frozen_encoder_weights(weights, notes)
     device = accelerator.device
     lpips_model = perceptual_model(weights, config, device, notes)
+    vae = load_vae(config.vae)
+    if config.trainable == "decoder" and not is_rgba(vae):
+        raise ConfigError(f"trainable is 'decoder' but vae '{config.vae}' is RGB: its converted encoder would never learn "
+                          "alpha; fine-tune the decoder of an RGBA VAE (e.g. embedded-rgba)")
     try:
-        model, objective = build_objective(load_vae(config.vae), weights, device, lpips_model)
+        model, objective = build_objective(vae, weights, device, lpips_model)
     except ValueError as exc:  # an RGBA VAE with the reference KL on
         raise ConfigError(f"vae '{config.vae}': {exc}") from exc
     if config.trainable == "decoder":
