@@ -209,7 +209,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "kl_terms.reference_kl(vae, self.reference_vae, x01, self.reference_backgrounds)",
              (f"{LX}::test_objective_total_is_the_weighted_sum_of_each_term_recomputed",)),
     Mutation("objective_never_samples", "alphavae/losses/objective.py",
-             "z = posterior.sample(generator=self.generator) if self.sample_posterior else posterior.mode()",
+             "z = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()",
              "z = posterior.mode()",
              (f"{LX}::test_objective_decodes_a_posterior_sample_when_asked",)),
     # --- blend augmentation ----------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ TensorBoard logs of every loss term and of reconstructions on checkerboards, and
 names the step and the term (found on the device each step, read back every ``log_every`` steps and
 before each checkpoint, so no diverged state is ever saved).
 
+With ``trainable: decoder`` only the decoder trains, the encoder frozen (method.md §3.9: a fine-tune of an RGBA VAE
+whose latent space, and the generator trained on it, must stay).
+
 ``train(config, output)`` writes into ``output``: ``checkpoints/``, ``tensorboard/``, ``log.jsonl`` (one
 JSON line per logged step), ``run.json`` (config and notes), ``model/`` (fp32 ``save_pretrained``) and
 ``model-fp16/`` (the fp16 copy to ship).
@@ -178,8 +181,8 @@ def build_setup(config: TrainConfig, accelerator: Accelerator) -> TrainingSetup:
     generator_loss = accelerator.prepare_model(
         GeneratorLoss(model, objective, reduce_mean, compiled_losses=compile_networks))
     if compile_networks:
-        notes.append("torch.compile of the loss functions around the networks: reconstruction, alpha L1, perceptual, both KLs, "
-                     "reference composites (step.LossFunctions)")
+        notes.append("torch.compile of the loss functions around the networks: reconstruction, alpha L1, perceptual, "
+                     "both KLs, reference composites (step.LossFunctions)")
     graphs = use_cuda_graphs(config, accelerator)
     optimizer = adamw(trainable(model), config.lr, config.betas, config.weight_decay, capturable=graphs)
     scheduler = lr_schedule(optimizer, config.lr_schedule, config.warmup_steps, config.steps)
