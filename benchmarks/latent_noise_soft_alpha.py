@@ -41,6 +41,9 @@ import torch.nn.functional as F
 from alphavae.generation.evaluate import evenly_spaced, images_of, split_image_files
 from alphavae.generation.sampler import decode_latents, generate_with, load_generator
 from alphavae.generation.train import encode_posteriors
+from alphavae.blending import to_vae_range
+from alphavae.losses import abmse_loss, hold_saturated_alpha
+from alphavae.losses.alpha_l1 import alpha_l1_loss
 from alphavae.metric.alpha import alpha_metric
 from alphavae.metric.alpha_shares import alpha_statistics
 from alphavae.vae.loading import load_vae, machine_name, torch_device
@@ -74,9 +77,27 @@ def measure(vae, images: torch.Tensor, means: torch.Tensor, channel_std: torch.T
               f"{100 * shares['opaque']:8.2f} | {report.mean['psnr']:19.2f} | {report.alpha['psnr']:6.2f}", flush=True)
 
 
+#: Losses of the fine-tune experiment: ``l1`` (stop 27's: L1 on premultiplied colour and alpha, outputs clamped), or the
+#: trainer's ABMSE on the output with the overshoot held (``abmse``), plus its alpha L1 term at weight 0.5 as
+#: configs/decoder_finetune.json has it (``abmse_alpha_l1``): which part of stage 2's objective keeps the haze.
+FINETUNE_LOSSES = ("l1", "abmse", "abmse_alpha_l1")
+
+
+def finetune_loss(kind: str, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The experiment's loss of the decoder's raw output ``out`` (in [-1, 1]) for the target ``x`` in [0, 1]."""
+    if kind == "l1":
+        out = (out.clamp(-1, 1) + 1) / 2
+        return F.l1_loss(out[:, :3] * out[:, 3:], x[:, :3] * x[:, 3:]) + F.l1_loss(out[:, 3:], x[:, 3:])
+    target = to_vae_range(x)
+    seen = hold_saturated_alpha(out, target)
+    loss = abmse_loss(seen, target)
+    return loss + 0.5 * alpha_l1_loss(seen, target) if kind == "abmse_alpha_l1" else loss
+
+
 def finetune_decoder(vae, images: torch.Tensor, means: torch.Tensor, channel_std: torch.Tensor, steps: int,
-                     max_noise: float, lr: float, seed: int) -> None:
-    """Train ``vae``'s decoder (and post-quant conv) in place on noisy latent crops of ``means`` to give ``images``."""
+                     max_noise: float, lr: float, seed: int, loss_kind: str = "l1") -> None:
+    """Train ``vae``'s decoder (and post-quant conv) in place on noisy latent crops of ``means`` to give ``images``,
+    with :func:`finetune_loss` ``loss_kind``."""
     for p in vae.parameters():
         p.requires_grad_(False)
     params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
@@ -92,9 +113,8 @@ def finetune_decoder(vae, images: torch.Tensor, means: torch.Tensor, channel_std
         z = means[idx, :, i:i + CROP, j:j + CROP]
         x = images[idx, :, factor * i:factor * (i + CROP), factor * j:factor * (j + CROP)].to(device)
         s = max_noise * torch.rand(len(idx), 1, 1, 1, generator=generator)
-        out = (vae.decode((z + s * channel_std * torch.randn(z.shape, generator=generator)).to(device)).sample
-               .clamp(-1, 1) + 1) / 2
-        loss = F.l1_loss(out[:, :3] * out[:, 3:], x[:, :3] * x[:, 3:]) + F.l1_loss(out[:, 3:], x[:, 3:])
+        out = vae.decode((z + s * channel_std * torch.randn(z.shape, generator=generator)).to(device)).sample
+        loss = finetune_loss(loss_kind, out, x)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -123,6 +143,7 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=0, help="fine-tune the decoder this many steps (0: measure only)")
     parser.add_argument("--max-noise", type=float, default=0.2, help="fine-tune: largest noise level s")
     parser.add_argument("--lr", type=float, default=2e-5, help="fine-tune: AdamW learning rate")
+    parser.add_argument("--loss", choices=FINETUNE_LOSSES, default="l1", help="fine-tune: its loss (default l1, stop 27's)")
     parser.add_argument("--fit-images", type=int, default=480, help="fine-tune: training images (none of the measured ones)")
     parser.add_argument("--output", type=Path, help="fine-tune: where to save the fine-tuned VAE (required with it)")
     parser.add_argument("--generator", default="embedded-generator", help="fine-tune: generator whose samples are decoded")
@@ -159,7 +180,7 @@ def main() -> None:
     root, train = split_image_files("train")
     fit = images_of(root, evenly_spaced([f for f in train if f not in set(measured)], args.fit_images), 256)
     finetune_decoder(vae, fit, posterior_means(vae, fit), channel_std, args.finetune_steps, args.max_noise, args.lr,
-                     args.seed)
+                     args.seed, args.loss)
     measure(vae, images, means, channel_std, args.noise, args.seed, "after ")
     vae.save_pretrained(args.output)
     for tag, spec in (("before", args.vae), ("after ", str(args.output))):

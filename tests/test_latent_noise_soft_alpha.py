@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffusers import AutoencoderKL
 from script_modules import load_script
@@ -29,13 +30,14 @@ def test_batched_means_and_decodes_are_one_pass_of_each():
     torch.testing.assert_close(decoded, decoded_once, rtol=1e-5, atol=1e-6)
 
 
-def test_the_decoder_fine_tune_leaves_the_encoder_and_so_the_latent_space_alone():
+@pytest.mark.parametrize("loss_kind", noise.FINETUNE_LOSSES)
+def test_the_decoder_fine_tune_leaves_the_encoder_and_so_the_latent_space_alone(loss_kind):
     vae = tiny_rgba_vae()
     images = torch.rand(6, 4, 8 * noise.CROP, 8 * noise.CROP)  # 128 px: one 16×16 latent crop per image
     means = noise.posterior_means(vae, images)
     std = means.std(dim=(0, 2, 3), keepdim=True)
     before = {name: p.detach().clone() for name, p in vae.named_parameters()}
-    noise.finetune_decoder(vae, images, means, std, steps=3, max_noise=0.2, lr=1e-3, seed=0)
+    noise.finetune_decoder(vae, images, means, std, steps=3, max_noise=0.2, lr=1e-3, seed=0, loss_kind=loss_kind)
     changed = {name for name, p in vae.named_parameters() if not torch.equal(p, before[name])}
     assert changed and all(name.startswith(("decoder.", "post_quant_conv.")) for name in changed), changed
     assert any(name.startswith("decoder.conv_out") for name in changed)
