@@ -16,8 +16,9 @@ generator trained on it stay valid) on noisy latents, ``z + s·std·ε`` with ``
 reproduce the image (L1 on premultiplied colour and on alpha, outputs clamped: an overshoot past a saturated target
 costs nothing, as ``loss.free_alpha_overshoot``), on 128-px crops (16×16 latents) of training images other than
 the measured ones; then measure again, save the VAE to ``--output``, and decode the same ``--samples`` latents of
-``--generator`` with the VAE before and after (soft share of generated images). An experiment, not the trainer:
-the paper's objective, LPIPS and the GAN are not in its loss.
+``--generator`` with the VAE before and after (soft share of generated images). ``--loss abmse`` or
+``abmse_alpha_l1`` trains with stage 2's reconstruction terms instead (:data:`FINETUNE_LOSSES`). An experiment,
+not the trainer (``trainable: decoder``, method.md §3.9): LPIPS, the GAN and the blend augmentation are not in it.
 
     python benchmarks/latent_noise_soft_alpha.py --vae embedded-rgba --images 80 --noise 0 0.05 0.1 0.2
     python benchmarks/latent_noise_soft_alpha.py --images 64 --noise 0 0.1 0.2 --finetune-steps 400 --output runs/dec-noise
@@ -46,6 +47,7 @@ from alphavae.losses import abmse_loss, hold_saturated_alpha
 from alphavae.losses.alpha_l1 import alpha_l1_loss
 from alphavae.metric.alpha import alpha_metric
 from alphavae.metric.alpha_shares import alpha_statistics
+from alphavae.training.trainer import freeze_encoder, trainable
 from alphavae.vae.loading import load_vae, machine_name, torch_device
 
 BATCH = 16
@@ -98,12 +100,9 @@ def finetune_decoder(vae, images: torch.Tensor, means: torch.Tensor, channel_std
                      max_noise: float, lr: float, seed: int, loss_kind: str = "l1") -> None:
     """Train ``vae``'s decoder (and post-quant conv) in place on noisy latent crops of ``means`` to give ``images``,
     with :func:`finetune_loss` ``loss_kind``."""
-    for p in vae.parameters():
-        p.requires_grad_(False)
-    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    optimiser = torch.optim.AdamW(params, lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
+    vae.requires_grad_(True)
+    freeze_encoder(vae)  # as the trainer's decoder-only runs: the decoder and post_quant_conv train
+    optimiser = torch.optim.AdamW(trainable(vae), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
     generator, device, start = torch.Generator().manual_seed(seed), vae.device, time.perf_counter()
     span, factor = means.shape[-1] - CROP + 1, images.shape[-1] // means.shape[-1]
     vae.train()
