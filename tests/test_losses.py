@@ -13,6 +13,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from alphavae.blending import BACKGROUNDS
 from alphavae.losses.alpha_l1 import alpha_l1_loss
+from alphavae.losses.premultiplied_l1 import premultiplied_l1_loss, premultiplied_l1_map
 from alphavae.losses.latent_noise import add_latent_noise, latent_noise_draws
 from alphavae.vae.conversion import convert_to_rgba
 from alphavae.losses import (BLACK_WHITE, GRID_COLOURS, IMAGENET_MOMENTS, PUBLISHED_GREY_WHITE, AlphaVAEObjective,
@@ -332,6 +333,30 @@ def test_alpha_l1_is_the_summed_absolute_alpha_error_per_image_and_ignores_colou
     assert alpha_l1_loss(pred, target).item() == pytest.approx((0.5 + 4 * 0.25) / 2)
     with pytest.raises(ValueError, match="shapes differ"):
         alpha_l1_loss(pred, target[:, :, :2])
+
+
+def test_premultiplied_l1_is_the_absolute_error_of_colour_times_alpha_and_of_alpha():
+    target = torch.full((2, 4, 3, 3), -1.0)  # transparent, black
+    target[0, :, 0, 0] = torch.tensor([1.0, 0.0, -1.0, 1.0])  # one opaque pixel: R = 1, G = ½, B = 0 (in [0, 1])
+    pred = target.clone()
+    pred[1, :3] = 0.6  # colour under α = 0 costs nothing
+    assert premultiplied_l1_loss(pred, target).item() == 0
+    pred[0, :, 0, 0] = torch.tensor([0.5, 0.0, -1.0, 0.0])  # α̂ = ½ (α̃ off by 1): ĉ·α̂ = (0.25, 0, −0.5)
+    pred[1, 3, 2, 2] = -0.5  # α̂ = ¼ over colour 0.6: ĉ·α̂ = 0.15 per channel, α̃ off by 0.5
+    want = ((1 - 0.25) + 0 + (-1 + 0.5) * -1 + 1.0) + (3 * 0.15 + 0.5)
+    assert premultiplied_l1_loss(pred, target).item() == pytest.approx(want / 2)
+    assert premultiplied_l1_map(pred, target).shape == (2, 3, 3)
+    with pytest.raises(ValueError, match=r"\(B, 4, H, W\)"):
+        premultiplied_l1_loss(pred[:, :3], target[:, :3])
+
+
+def test_the_objective_s_reconstruction_term_follows_reconstruction_loss():
+    pred, target = _pair()
+    terms = {name: AlphaVAEObjective(LossWeights(reconstruction_loss=name)).reconstruction_term(pred, target)
+             for name in ("abmse", "mse", "premultiplied_l1")}
+    assert terms["abmse"] == abmse_loss(pred, target) and terms["mse"] == naive_mse_loss(pred, target)
+    assert terms["premultiplied_l1"] == premultiplied_l1_loss(pred, target)
+    assert len({float(v) for v in terms.values()}) == 3
 
 
 def test_latent_noise_is_in_units_of_each_channel_s_spread_and_agrees_over_processes():

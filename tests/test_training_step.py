@@ -86,24 +86,27 @@ def run(fast: bool, weights: LossWeights = WEIGHTS,
     return history, state
 
 
-#: The decoder fine-tune's additions (method.md §3.9): the alpha L1 term and the latent noise.
+#: The decoder fine-tune's additions (method.md §3.9): the alpha L1 term and the latent noise; then with L1 on the
+#: premultiplied image in ABMSE's place.
 FINETUNE = {"alpha_l1": 0.05, "latent_noise": 0.3}
+FINETUNE_L1 = {**FINETUNE, "reconstruction_loss": "premultiplied_l1"}
 
 
 @pytest.mark.parametrize(("free_overshoot", "compiled_losses", "finetune"),
-                         [(False, False, False), (True, False, False), (False, True, False), (True, False, True),
-                          (False, True, True)])
+                         [(False, False, None), (True, False, None), (False, True, None), (True, False, FINETUNE),
+                          (False, True, FINETUNE), (True, True, FINETUNE_L1)])
 def test_the_step_gives_the_reference_losses_and_weights(free_overshoot, compiled_losses, finetune):
     """The same tolerances with the loss functions compiled, but the reference KL's (the difference of close numbers
     above): compiled, Inductor's fp32 kernels sum in another order, and it is held within 1e-4 of its largest value
     in the run, as ``tests/test_training_graphs.py`` holds the compiled networks' (measured: 8e-4 relative at step 1).
-    With ``finetune`` the alpha L1 term is on and the decoder sees noisy latents."""
-    weights = dataclasses.replace(WEIGHTS, free_alpha_overshoot=free_overshoot, **(FINETUNE if finetune else {}))
+    With ``finetune`` the alpha L1 term is on and the decoder sees noisy latents (and, with ``FINETUNE_L1``, the
+    reconstruction term is L1 on the premultiplied image)."""
+    weights = dataclasses.replace(WEIGHTS, free_alpha_overshoot=free_overshoot, **(finetune or {}))
     reference, ref_state = run(fast=False, weights=weights)
     fast, fast_state = run(fast=True, weights=weights, compiled_losses=compiled_losses)
     assert [set(a) for a in reference] == [set(b) for b in fast]
     assert "loss/adversarial" in fast[-1] and "disc/loss" in fast[-1] and "loss/reference_kl" in fast[-1]
-    assert ("loss/alpha_l1" in fast[-1]) == finetune
+    assert ("loss/alpha_l1" in fast[-1]) == bool(finetune)
     assert fast[-1]["adaptive_weight"] > 0
     for step, (a, b) in enumerate(zip(reference, fast)):
         for key in a:

@@ -4,7 +4,8 @@
     L_D = [step ≥ disc_start] · hinge(D(x), D(x̂))
 
 Two additions that are not the paper's, both off by default, for the decoder fine-tune of method.md §3.9: an L1
-term on alpha (``alpha_l1``, one more reconstruction term) and noise on the decoder's latents (``latent_noise``).
+term on alpha (``alpha_l1``, one more reconstruction term) and noise on the decoder's latents (``latent_noise``); and
+a third reconstruction loss besides ABMSE and naive MSE, L1 on the premultiplied image (``premultiplied_l1``).
 
 A term whose weight is 0, or whose network is missing (no LPIPS model, no reference VAE, no discriminator),
 is skipped and listed in :attr:`AlphaVAEObjective.notes` — never replaced by a stand-in. Every active term is
@@ -29,6 +30,7 @@ from alphavae.losses import augmentation as aug
 from alphavae.losses import kl as kl_terms
 from alphavae.losses import naive_mse as mse_term
 from alphavae.losses import perceptual as perc
+from alphavae.losses import premultiplied_l1 as l1_term
 from alphavae.losses import reconstruction as rec_term
 from alphavae.losses.compositing import BLACK_WHITE, hold_saturated_alpha
 from alphavae.losses.latent_noise import DEFAULT_SCALE, add_latent_noise, latent_noise_draws
@@ -36,7 +38,7 @@ from alphavae.losses.reconstruction import IMAGENET_MOMENTS, BackgroundMoments
 from alphavae.vae.conversion import convert_to_rgba, is_rgba
 
 #: Reconstruction terms ``LossWeights.reconstruction_loss`` can name.
-RECONSTRUCTION_LOSSES = ("abmse", "mse")
+RECONSTRUCTION_LOSSES = ("abmse", "mse", "premultiplied_l1")
 #: The terms of the generator loss, in logging order.
 TERMS = ("reconstruction", "alpha_l1", "perceptual", "prior_kl", "reference_kl", "adversarial")
 #: Terms that are not the paper's: off (weight 0) by default, and then not noted as skipped.
@@ -156,9 +158,12 @@ class AlphaVAEObjective:
         return hold_saturated_alpha(recon, x) if self.weights.free_alpha_overshoot else recon
 
     def reconstruction_term(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """ABMSE or naive MSE (``weights.reconstruction_loss``) on RGBA images in [-1, 1]."""
+        """ABMSE, naive MSE or L1 on the premultiplied image (``weights.reconstruction_loss``) on RGBA images in
+        [-1, 1]."""
         if self.weights.reconstruction_loss == "abmse":
             return rec_term.abmse_loss(pred, target, self.moments)
+        if self.weights.reconstruction_loss == "premultiplied_l1":
+            return l1_term.premultiplied_l1_loss(pred, target)
         return mse_term.naive_mse_loss(pred, target)
 
     def generator_step(self, vae: AutoencoderKL, x01: torch.Tensor, step: int,

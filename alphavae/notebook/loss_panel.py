@@ -25,7 +25,7 @@ from diffusers import AutoencoderKL
 from matplotlib.figure import Figure
 
 from alphavae.blending import over_checkerboard, to_vae_range
-from alphavae.losses.objective import build_objective
+from alphavae.losses.objective import RECONSTRUCTION_LOSSES, build_objective
 from alphavae.vae.reconstruct import reconstruct
 from alphavae.training.finetune import finetune_steps
 from alphavae.losses import (IMAGENET_MOMENTS, BackgroundMoments, LossWeights,
@@ -281,7 +281,7 @@ def loss_weights_panel(rgb_vae: AutoencoderKL, images01: torch.Tensor, steps: in
 
     controls = {
         "reconstruction": lin(w.reconstruction, 0, 2, 0.1, "reconstruction"),
-        "reconstruction_loss": widgets.Dropdown(options=["abmse", "mse"], value=w.reconstruction_loss,
+        "reconstruction_loss": widgets.Dropdown(options=list(RECONSTRUCTION_LOSSES), value=w.reconstruction_loss,
                                                 description="which", style=style, layout=layout),
         "perceptual": lin(w.perceptual if lpips_model is not None else 0.0, 0, 2, 0.1, "perceptual"),
         "prior_kl": log(w.prior_kl, -12, 0, "prior KL"),
