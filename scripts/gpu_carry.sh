@@ -19,6 +19,7 @@
 # Usage: bash scripts/gpu_carry.sh   (from the repository root, with the project installed: it runs `alphavae`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python3 -c "import wheel" 2>/dev/null || { echo "gpu_carry.sh: needs the wheel package to repack diffusers: pip install wheel"; exit 2; }
 
 download() {  # download DIR SPEC...: binary cp312 wheels, no dependencies
   local dir=$1; shift
