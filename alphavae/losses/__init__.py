@@ -22,6 +22,7 @@ __all__ = [
     "AlphaVAEObjective", "LossWeights", "PatchDiscriminator", "adaptive_weight", "generator_adversarial_loss",
     "hinge_discriminator_loss", "BLEND_P", "GRID_COLOURS", "blend_augment", "BLACK_WHITE", "PUBLISHED_GREY_WHITE",
     "alpha01", "composite_vae", "hold_saturated_alpha", "gaussian_kl", "prior_kl", "reference_kl", "naive_mse_loss",
-    "naive_mse_map", "perceptual_loss", "premultiplied_l1_loss", "premultiplied_l1_map", "CANONICAL_MOMENTS", "GRID_MOMENTS", "IMAGENET_MOMENTS", "BackgroundMoments",
-    "abmse_loss", "abmse_map", "moments_of", "sampled_composite_loss",
+    "naive_mse_map", "perceptual_loss", "premultiplied_l1_loss", "premultiplied_l1_map", "CANONICAL_MOMENTS",
+    "GRID_MOMENTS", "IMAGENET_MOMENTS", "BackgroundMoments", "abmse_loss", "abmse_map", "moments_of",
+    "sampled_composite_loss",
 ]
