@@ -20,6 +20,13 @@ BLACK_WHITE: tuple[tuple[float, float, float], ...] = ((0.0, 0.0, 0.0), (1.0, 1.
 PUBLISHED_GREY_WHITE: tuple[tuple[float, float, float], ...] = ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0))
 
 
+def check_rgba_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``pred`` and ``target`` are both RGBA ``(B, 4, H, W)`` of one shape: what the
+    terms that composite or premultiply need."""
+    if pred.shape != target.shape or pred.shape[-3] != 4:
+        raise ValueError(f"pred and target must both be (B, 4, H, W); got {tuple(pred.shape)} and {tuple(target.shape)}")
+
+
 def alpha01(x: torch.Tensor) -> torch.Tensor:
     """The alpha channel of a ``(..., 4, H, W)`` image in [-1, 1], mapped back to [0, 1] (not clamped)."""
     return (x[..., 3:4, :, :] + 1) / 2

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import torch
 
-from alphavae.losses.compositing import alpha01
+from alphavae.losses.compositing import alpha01, check_rgba_pair
 
 
 def premultiplied_l1_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-pixel absolute error of the premultiplied RGBA image ``(B, H, W)``, summed over the four channels;
     ``pred`` and ``target`` are RGBA ``(B, 4, H, W)`` in [-1, 1]."""
-    if pred.shape != target.shape or pred.shape[-3] != 4:
-        raise ValueError(f"pred and target must both be (B, 4, H, W); got {tuple(pred.shape)} and {tuple(target.shape)}")
+    check_rgba_pair(pred, target)
     colour = target[..., :3, :, :] * alpha01(target) - pred[..., :3, :, :] * alpha01(pred)
     return colour.abs().sum(dim=-3) + (target[..., 3, :, :] - pred[..., 3, :, :]).abs()
 

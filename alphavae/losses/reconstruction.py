@@ -21,7 +21,7 @@ import torch
 
 from alphavae.blending import BACKGROUNDS, constant, to_vae_range
 from alphavae.losses.augmentation import GRID_COLOURS
-from alphavae.losses.compositing import alpha01, composite_vae
+from alphavae.losses.compositing import alpha01, check_rgba_pair, composite_vae
 
 #: The paper's weight for the reconstruction term.
 DEFAULT_WEIGHT = 1.0
@@ -71,8 +71,7 @@ def abmse_map(pred: torch.Tensor, target: torch.Tensor, moments: BackgroundMomen
 
     ``pred`` and ``target`` are RGBA ``(B, 4, H, W)`` in [-1, 1] (the VAE's range).
     """
-    if pred.shape != target.shape or pred.shape[-3] != 4:
-        raise ValueError(f"pred and target must both be (B, 4, H, W); got {tuple(pred.shape)} and {tuple(target.shape)}")
+    check_rgba_pair(pred, target)
     a, a_hat = alpha01(target), alpha01(pred)
     p = target[..., :3, :, :] * a - pred[..., :3, :, :] * a_hat
     d = a - a_hat
