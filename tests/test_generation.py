@@ -24,8 +24,8 @@ from alphavae.vae.conversion import convert_to_rgba
 from alphavae.paths import data_dir, sample_dir
 from alphavae.generation.evaluate import FEATURE_BACKGROUNDS, alpha_statistics, distribution_distances, evaluate_generation, results_markdown
 from alphavae.metric.backbones import vgg16_features
-from alphavae.generation.sampler import GeneratorLoadError, LatentGenerator, build_unet, class_labels, generate_with, load_generator
-from alphavae.generation.train import GeneratorConfig, category_of, train_generator
+from alphavae.generation.sampler import GeneratorLoadError, LatentGenerator, build_unet, class_labels, generate_with, load_generator, training_scheduler
+from alphavae.generation.train import GeneratorConfig, category_of, min_snr_weights, train_generator
 from alphavae.training.splits import make_split, read_split, split_files, write_split
 
 
@@ -178,6 +178,32 @@ def test_channel_normalisation_stores_each_channels_mean_and_inverse_std(tiny_ru
     assert images.shape == (2, 4, 32, 32) and torch.isfinite(images).all()
     with pytest.raises(ValueError, match="--latent-normalisation 'pixel'"):
         dataclasses.replace(config, latent_normalisation="pixel")
+
+
+def test_min_snr_weights_cap_the_clean_timesteps():
+    """By hand from ᾱ_t: SNR_t = ᾱ_t/(1 − ᾱ_t); v target: min(SNR_t, γ)/(SNR_t + 1), ε target: min(SNR_t, γ)/SNR_t."""
+    scheduler = training_scheduler()
+    t = torch.tensor([0, 200, 500, 800, 999])
+    snr = scheduler.alphas_cumprod[t] / (1 - scheduler.alphas_cumprod[t])
+    assert snr[0] > 5 > snr[-1]  # both sides of γ = 5 are covered
+    v = min_snr_weights(scheduler, t, 5.0, "v_prediction")
+    torch.testing.assert_close(v, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
+    assert (v <= 1).all() and v[0] < 0.01  # the nearly clean step is down-weighted ~100×
+    torch.testing.assert_close(min_snr_weights(scheduler, t, 5.0, "epsilon"), torch.minimum(snr, torch.tensor(5.0)) / snr)
+
+
+def test_min_snr_gamma_weights_the_trained_loss(tiny_run, tmp_path):
+    """The same first batch (the weighting draws no random numbers) costs less weighted than plain: every weight is
+    below 1. A bad ``snr_gamma`` is a one-line error naming the option."""
+    root, config, _ = tiny_run
+    one = dataclasses.replace(config, steps=1, log_every=1, checkpoint_every=100)
+    first = {}
+    for name, run in {"plain": one, "min_snr": dataclasses.replace(one, snr_gamma=5.0)}.items():
+        train_generator(run, tmp_path / name, progress=False)
+        first[name] = json.loads((tmp_path / name / "log.jsonl").read_text().splitlines()[0])["loss"]
+    assert 0 < first["min_snr"] < first["plain"]
+    with pytest.raises(ValueError, match="--snr-gamma 0"):
+        dataclasses.replace(config, snr_gamma=0.0)
 
 
 @pytest.mark.parametrize("steps", [1, 25, 100])

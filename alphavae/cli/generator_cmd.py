@@ -66,7 +66,7 @@ def register(subparsers) -> None:
         elif isinstance(value, bool):
             t.add_argument(flag, type=_flag, default=value, metavar="BOOL")
         else:
-            kind = float if name == "max_minutes" else type(value) if value is not None else str
+            kind = float if name in ("max_minutes", "snr_gamma") else type(value) if value is not None else str
             t.add_argument(flag, type=kind, default=value)
     t.set_defaults(func=run_train)
     e = sub.add_parser("eval", help="Sample generators and score them against the held-out split.", epilog=EVAL_EPILOG,

@@ -45,6 +45,9 @@ class GeneratorConfig:
     cond_drop_prob: float = 0.1
     prediction_type: str = "v_prediction"
     num_train_timesteps: int = 1000
+    # Min-SNR-γ loss weighting (Hang et al., ICCV 2023): each sample's MSE times min(SNR_t, γ)/(SNR_t + 1) for
+    # v-prediction (÷ SNR_t for ε), so the nearly clean timesteps stop dominating the gradient; None = plain MSE
+    snr_gamma: float | None = None
     block_out_channels: tuple[int, ...] = UNetShape.block_out_channels
     layers_per_block: int = UNetShape.layers_per_block
     steps: int = 3000
@@ -75,6 +78,8 @@ class GeneratorConfig:
         problem = widths_problem(self.block_out_channels)
         if problem:
             raise ValueError(f"--block-out-channels {','.join(map(str, self.block_out_channels))}: {problem}")
+        if self.snr_gamma is not None and not self.snr_gamma > 0:
+            raise ValueError(f"--snr-gamma {self.snr_gamma}: must be positive (or left out for plain MSE)")
         if self.latent_normalisation not in LATENT_NORMALISATIONS:
             raise ValueError(f"--latent-normalisation {self.latent_normalisation!r}: must be one of "
                              f"{', '.join(LATENT_NORMALISATIONS)}")

@@ -4,7 +4,7 @@ Recipe: the training split (``configs/split-rgba-train.json``, the same held-out
 trainer) is resized to ``image_size`` (premultiplied, centred on a transparent square) and encoded **once**
 with the paired RGBA VAE — the posterior mean and std of every image and of its mirror image are cached in
 ``latents.safetensors`` — then every step draws a posterior sample ``z = mean + std·ε``, scales it
-(``(z − shift)·scale``) and trains the UNet on the DDPM loss (v-prediction, MSE), with random class-label
+(``(z − shift)·scale``) and trains the UNet on the DDPM loss (v-prediction, MSE; optionally Min-SNR-γ weighted), with random class-label
 dropout for classifier-free guidance. AdamW, warm-up + cosine learning rate, an EMA of the weights (what is
 saved), bf16 autocast on a GPU that has bf16 natively (``alphavae.vae.loading.autocast_dtype``; fp32 on a T4),
 a fixed seed, and the checkpoints, loop and lock every trainer shares (:mod:`alphavae.training.loop`; exact
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
@@ -100,6 +100,14 @@ def latent_cache(config: GeneratorConfig, vae, files: list[Path], root: Path, ca
     return {"key": key, "mean": mean, "std": std}
 
 
+def min_snr_weights(scheduler, t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-γ weights (Hang et al., ICCV 2023) of the per-sample MSE at timesteps ``t``: min(SNR_t, γ) / SNR_t for
+    an ε target, / (SNR_t + 1) for a v target, SNR_t = ᾱ_t / (1 − ᾱ_t) (diffusers' ``compute_snr``). Every weight is
+    at most 1; the low-noise steps, whose v-loss weighs the clean latent by SNR_t + 1, are capped at γ."""
+    snr = compute_snr(scheduler, t)
+    return snr.clamp(max=gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
+
+
 def latent_normalisation(method: str, vae, mean: torch.Tensor) -> tuple[float | list[float], float | list[float]]:
     """``(shift, scale)`` with diffusion latents ``(z − shift) · scale`` (:data:`alphavae.generation.generator_config.LATENT_NORMALISATIONS`): the VAE's
     scalars, or per channel the mean and 1/std of the training posterior means ``mean`` ``(N, C, h, w)``."""
@@ -107,6 +115,10 @@ def latent_normalisation(method: str, vae, mean: torch.Tensor) -> tuple[float | 
         return latent_factors(vae)
     dims = (0, 2, 3)
     return mean.mean(dims).tolist(), (1.0 / mean.std(dims)).tolist()
+
+
+def _weighting(config: GeneratorConfig) -> str:
+    return "" if config.snr_gamma is None else f", Min-SNR-γ weighting, γ = {config.snr_gamma:g}"
 
 
 def _model_card(config: GeneratorConfig, info: dict, command: str) -> str:
@@ -119,7 +131,7 @@ on the latents of the RGBA VAE `{config.vae}`; decoding its samples with that VA
 
 Data: `rgba-train` (openclipart-png, Public Domain), training split of `configs/split-rgba-train.json`
 ({info['n_train_images']} images, mirrored too), posterior samples of the cached posteriors.
-Training: DDPM (cosine betas, {config.prediction_type}), {info['steps_done']} steps of batch {config.batch_size},
+Training: DDPM (cosine betas, {config.prediction_type}{_weighting(config)}), {info['steps_done']} steps of batch {config.batch_size},
 AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, {info['precision']} on {info['device']},
 {info['train_minutes']:.1f} min. Sampling: DPM-Solver++ ({config.num_inference_steps} steps, trailing spacing).
 
@@ -224,7 +236,11 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
             lab = torch.where(drop, len(class_names), labels[idx])
         with amp:
             pred = unet(noisy, t, class_labels=lab).sample
-        loss = F.mse_loss(pred.float(), target)
+        if config.snr_gamma is None:
+            loss = F.mse_loss(pred.float(), target)
+        else:
+            per_sample = F.mse_loss(pred.float(), target, reduction="none").mean((1, 2, 3))
+            loss = (per_sample * min_snr_weights(scheduler, t, config.snr_gamma, config.prediction_type)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
