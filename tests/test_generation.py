@@ -206,6 +206,28 @@ def test_min_snr_gamma_weights_the_trained_loss(tiny_run, tmp_path):
         dataclasses.replace(config, snr_gamma=0.0)
 
 
+def test_a_warm_start_begins_at_the_given_generator_and_counts_its_steps(tiny_run, tmp_path):
+    """``init``: a run at learning rate 0 leaves the UNet, and so its EMA, exactly at the init generator's weights;
+    its generator.json counts the init's steps; the card says where it started."""
+    root, config, folder = tiny_run
+    warm = train_generator(dataclasses.replace(config, steps=2, lr=0.0, init=str(folder)), tmp_path / "warm", progress=False)
+    cold = train_generator(dataclasses.replace(config, steps=2, lr=0.0, seed=1), tmp_path / "cold", progress=False)
+    weights = lambda f: load_file(str(f / "diffusion_pytorch_model.safetensors"))
+    init, warmed, fresh = weights(folder), weights(warm), weights(cold)
+    assert all(torch.equal(init[k], warmed[k]) for k in init)
+    assert not all(torch.equal(init[k], fresh[k]) for k in init)  # without init the run starts elsewhere
+    info = json.loads((warm / "generator.json").read_text())
+    assert info["steps_before"] == config.steps and info["config"]["init"] == str(folder)
+    assert f"warm-started from the UNet of `{folder}` ({config.steps} steps" in (warm / "MODEL_CARD.md").read_text()
+
+
+def test_a_warm_start_from_another_shape_is_a_one_line_error(tiny_run, tmp_path):
+    root, config, folder = tiny_run
+    with pytest.raises(ValueError, match=r"^--init .*: its UNet \(widths \[16, 32\], 1 layer\(s\) per block\) is not"):
+        train_generator(dataclasses.replace(config, steps=1, init=str(folder), block_out_channels=(16, 64)),
+                        tmp_path / "other", progress=False)
+
+
 @pytest.mark.parametrize("steps", [1, 25, 100])
 def test_sampling_starts_at_the_last_training_timestep(steps):
     """Sampling starts from pure noise, so its first step must be the training schedule's last timestep (where the

@@ -38,6 +38,9 @@ class GeneratorConfig:
     """Everything that defines a generator training run (saved in ``generator.json`` and checkpoints)."""
 
     vae: str = "embedded-rgba"
+    # a generator folder whose UNet weights start this run (a warm start: new optimiser, warm-up and cosine schedule;
+    # EMA from those weights), to train a shipped model further in pieces that each fit one GPU call
+    init: str | None = None
     data: str | None = None  # folder of RGBA images; default: shared rgba-train
     split: str | None = None  # split file; default: configs/split-rgba-train.json
     image_size: int = 256

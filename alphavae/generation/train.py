@@ -36,8 +36,11 @@ from alphavae.generation.sampler import (
     UNetShape,
     as_channel_tensor,
     build_unet,
+    load_generator,
+    load_generator_info,
     save_generator,
     training_scheduler,
+    warn_if_unpaired,
 )
 from alphavae.imageio import atomic_write
 from alphavae.paths import shared_data_dir, shipped_config
@@ -117,6 +120,41 @@ def latent_normalisation(method: str, vae, mean: torch.Tensor) -> tuple[float | 
     return mean.mean(dims).tolist(), (1.0 / mean.std(dims)).tolist()
 
 
+def steps_before(init: str | None) -> int:
+    """Training steps behind a warm start's weights: those of the ``init`` generator and of every one it started from."""
+    if not init:
+        return 0
+    info = load_generator_info(init)
+    return int(info.get("steps_done", 0)) + int(info.get("steps_before", 0))
+
+
+def warm_start(unet, config: GeneratorConfig, class_names: list[str], shift, scale) -> None:
+    """Copy the UNet weights of the generator ``config.init`` into ``unet``; it must be the same shape, classes and
+    latent scaling (so the same VAE encoder and normalisation), else a one-line error naming ``--init``."""
+    source = load_generator(config.init)
+    info, theirs = source.info, source.unet.state_dict()
+    ours = unet.state_dict()
+    problem = None
+    if (info.get("class_names") or []) != class_names:
+        problem = f"its classes {info.get('class_names')} are not this run's {class_names}"
+    elif theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
+        problem = (f"its UNet (widths {list(source.unet.config.block_out_channels)}, "
+                   f"{source.unet.config.layers_per_block} layer(s) per block) is not this run's shape")
+    elif not (torch.allclose(torch.tensor(info["shift_factor"], dtype=torch.float64), torch.tensor(shift, dtype=torch.float64), rtol=1e-4)
+              and torch.allclose(torch.tensor(info["scaling_factor"], dtype=torch.float64), torch.tensor(scale, dtype=torch.float64), rtol=1e-4)):
+        problem = ("its latent scaling differs from this run's: train it on the same --vae encoder and "
+                   "--latent-normalisation")
+    if problem:
+        raise ValueError(f"--init {config.init}: {problem}")
+    warn_if_unpaired(info, config.vae)  # a decoder-only fine-tune of its VAE keeps the latents: a warning, no error
+    unet.load_state_dict(theirs)
+
+
+def _warm_start(config: GeneratorConfig, info: dict) -> str:
+    return "" if not config.init else (f" warm-started from the UNet of `{config.init}` ({info['steps_before']} steps "
+                                       f"before these),")
+
+
 def _weighting(config: GeneratorConfig) -> str:
     return "" if config.snr_gamma is None else f", Min-SNR-γ weighting, γ = {config.snr_gamma:g}"
 
@@ -132,7 +170,7 @@ on the latents of the RGBA VAE `{config.vae}`; decoding its samples with that VA
 Data: `rgba-train` (openclipart-png, Public Domain), training split of `configs/split-rgba-train.json`
 ({info['n_train_images']} images, mirrored too), posterior samples of the cached posteriors.
 Training: DDPM (cosine betas, {config.prediction_type}{_weighting(config)}), {info['steps_done']} steps of batch {config.batch_size},
-AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, {info['precision']} on {info['device']},
+AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, {info['precision']} on {info['device']},{_warm_start(config, info)}
 {info['train_minutes']:.1f} min. Sampling: DPM-Solver++ ({config.num_inference_steps} steps, trailing spacing).
 
 Paired VAE weights: `{config.vae}` with sha256 `{info.get('vae_sha256') or 'unknown (not a local folder)'}`; if that VAE is
@@ -194,6 +232,8 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
 
     unet = build_unet(latent_channels, latent_size, len(class_names) or None,
                       UNetShape(config.block_out_channels, config.layers_per_block)).to(device)
+    if config.init and not (resume and latest_checkpoint(output / "checkpoints")):
+        warm_start(unet, config, class_names, shift, scale)
     if config.compile:  # the module compiles in place: its state-dict keys, and so the saved folder, do not change
         unet.compile(dynamic=False)
     scheduler = training_scheduler(config.num_train_timesteps, config.prediction_type)
@@ -278,7 +318,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         "shift_factor": shift, "scaling_factor": scale, "guidance_scale": config.guidance_scale,
         "num_inference_steps": config.num_inference_steps, "sampler": "DPMSolverMultistepScheduler (dpmsolver++, trailing spacing)",
         "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",
-        "n_train_images": len(train_files), "steps_done": step, "train_minutes": round(seconds / 60, 2),
+        "n_train_images": len(train_files), "steps_done": step, "steps_before": steps_before(config.init), "train_minutes": round(seconds / 60, 2),
         "device": machine_name(device),
         "precision": "bf16" if autocast_dtype(device) is torch.bfloat16 else "fp32",
         "n_parameters": sum(p.numel() for p in unet.parameters()), "config": asdict(config),
