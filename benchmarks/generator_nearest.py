@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from alphavae.blending import composite
+from alphavae.blending import BACKGROUNDS, composite
 from alphavae.generation.evaluate import extract_features, images_of, split_image_files
 from alphavae.generation.sampler import generate_with, load_generator
 from alphavae.metric.backbones import vgg16_features
 from alphavae.vae.loading import torch_device
 
-GRAY = (0.5, 0.5, 0.5)
+GRAY = BACKGROUNDS["gray"]
 #: held-out images closer to the training set than this quantile of theirs set the "near copy" line
 NEAR_QUANTILE = 0.05
 

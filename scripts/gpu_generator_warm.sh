@@ -4,19 +4,23 @@
 # ($OUT/model.tar, $OUT/log.jsonl), then it is scored against the held-out split (512 samples, FD-VGG16 / KID-VGG16:
 # the VGG16 weights of `alphavae weights fetch` in $ALPHAVAE_CACHE; EVAL=0 skips that). Each piece ends with a
 # finished model, so a long training spreads over calls and sessions with nothing bigger than the 7.8 MB model to
-# carry: pass the last piece's model folder as INIT.
+# carry: pass the last piece's model folder as INIT and a new RUN folder.
 # Usage (repo root, data in $ALPHAVAE_SHARED_DATA/rgba-train):
 #   OUT=/tmp/out INIT=embedded-generator STEPS=3000 bash scripts/gpu_generator_warm.sh
 set -euo pipefail
 OUT=${OUT:?set OUT to the folder for results}
 INIT=${INIT:-embedded-generator}
+STEPS=${STEPS:-3000}
 RUN=${RUN:-runs/warm}
 export TQDM_MININTERVAL=30 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
-python -m alphavae generator train --vae "${VAE:-embedded-rgba}" --init "$INIT" --output "$RUN" --steps "${STEPS:-3000}" \
-  --batch-size "${BATCH:-256}" --lr "${LR:-2e-4}" --compile true --checkpoint-every 100000 > "$OUT/train.log" 2>&1
-tr '\r' '\n' < "$OUT/train.log" | grep -v '^\s*$' | tail -2
+# --max-minutes leaves a checkpoint where the call would run out: the same command on the same warm machine resumes it
+python -m alphavae generator train --vae "${VAE:-embedded-rgba}" --init "$INIT" --output "$RUN" --steps "$STEPS" \
+  --batch-size "${BATCH:-256}" --lr "${LR:-2e-4}" --compile true --checkpoint-every 100000 --max-minutes "${MINUTES:-8}" \
+  --resume > "$OUT/train.log" 2>&1
+tr '\r' '\n' < "$OUT/train.log" | grep -v '^\s*$' | tail -2 || true
 cp "$RUN/log.jsonl" "$OUT/log.jsonl"
+[[ -d $RUN/model ]] || { echo "stopped before step $STEPS: run the same command again on this warm machine"; exit 0; }
 tar -C "$RUN" -cf "$OUT/model.tar" model
 [[ ${EVAL:-1} == 1 ]] || exit 0
 python -m alphavae generator eval --model "warm=$RUN/model" --n 512 --json "$OUT/generation.json" --md "$OUT/generation.md" \
-  --command "OUT=\$OUT INIT=$INIT STEPS=${STEPS:-3000} bash scripts/gpu_generator_warm.sh"
+  --command "OUT=\$OUT INIT=$INIT STEPS=$STEPS bash scripts/gpu_generator_warm.sh"

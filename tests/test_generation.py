@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import statistics
 import warnings
@@ -190,6 +191,9 @@ def test_min_snr_weights_cap_the_clean_timesteps():
     torch.testing.assert_close(v, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
     assert (v <= 1).all() and v[0] < 0.01  # the nearly clean step is down-weighted ~100×
     torch.testing.assert_close(min_snr_weights(scheduler, t, 5.0, "epsilon"), torch.minimum(snr, torch.tensor(5.0)) / snr)
+    torch.testing.assert_close(min_snr_weights(scheduler, t, 5.0, "sample"), torch.minimum(snr, torch.tensor(5.0)))
+    with pytest.raises(ValueError, match="--prediction-type 'x0'"):
+        min_snr_weights(scheduler, t, 5.0, "x0")
 
 
 def test_min_snr_gamma_weights_the_trained_loss(tiny_run, tmp_path):
@@ -208,24 +212,40 @@ def test_min_snr_gamma_weights_the_trained_loss(tiny_run, tmp_path):
 
 def test_a_warm_start_begins_at_the_given_generator_and_counts_its_steps(tiny_run, tmp_path):
     """``init``: a run at learning rate 0 leaves the UNet, and so its EMA, exactly at the init generator's weights;
-    its generator.json counts the init's steps; the card says where it started."""
+    generator.json counts the steps behind it along a chain of warm starts; the card says where it started."""
     root, config, folder = tiny_run
     warm = train_generator(dataclasses.replace(config, steps=2, lr=0.0, init=str(folder)), tmp_path / "warm", progress=False)
-    cold = train_generator(dataclasses.replace(config, steps=2, lr=0.0, seed=1), tmp_path / "cold", progress=False)
     weights = lambda f: load_file(str(f / "diffusion_pytorch_model.safetensors"))
-    init, warmed, fresh = weights(folder), weights(warm), weights(cold)
+    init, warmed = weights(folder), weights(warm)
     assert all(torch.equal(init[k], warmed[k]) for k in init)
-    assert not all(torch.equal(init[k], fresh[k]) for k in init)  # without init the run starts elsewhere
     info = json.loads((warm / "generator.json").read_text())
     assert info["steps_before"] == config.steps and info["config"]["init"] == str(folder)
     assert f"warm-started from the UNet of `{folder}` ({config.steps} steps" in (warm / "MODEL_CARD.md").read_text()
+    again = train_generator(dataclasses.replace(config, steps=1, init=str(warm)), tmp_path / "again", progress=False)
+    assert json.loads((again / "generator.json").read_text())["steps_before"] == config.steps + 2
 
 
-def test_a_warm_start_from_another_shape_is_a_one_line_error(tiny_run, tmp_path):
+def test_a_resumed_warm_start_needs_no_init_folder(tiny_run, tmp_path):
+    """A later call resumes from the checkpoint, which carries the weights and the steps behind them: the init
+    folder may be gone (another session)."""
     root, config, folder = tiny_run
-    with pytest.raises(ValueError, match=r"^--init .*: its UNet \(widths \[16, 32\], 1 layer\(s\) per block\) is not"):
-        train_generator(dataclasses.replace(config, steps=1, init=str(folder), block_out_channels=(16, 64)),
-                        tmp_path / "other", progress=False)
+    init = shutil.copytree(folder, tmp_path / "init")
+    run = dataclasses.replace(config, steps=2, init=str(init), checkpoint_every=1)
+    first = train_generator(run, tmp_path / "run", progress=False)
+    shutil.rmtree(init)
+    shutil.rmtree(first)
+    again = train_generator(run, tmp_path / "run", resume=True, progress=False)
+    assert json.loads((again / "generator.json").read_text())["steps_before"] == config.steps
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"block_out_channels": (16, 64)}, r"its UNet \(widths \[16, 32\], 1 layer\(s\) per block\) is not this run's shape"),
+    ({"prediction_type": "epsilon"}, r"it was trained with --prediction-type v_prediction and --num-train-timesteps 1000"),
+    ({"latent_normalisation": "channel"}, r"its latent scaling differs from this run's")])
+def test_a_warm_start_that_does_not_fit_is_a_one_line_error(tiny_run, tmp_path, change, message):
+    root, config, folder = tiny_run
+    with pytest.raises(ValueError, match=rf"^--init {re.escape(str(folder))}: {message}"):
+        train_generator(dataclasses.replace(config, steps=1, init=str(folder), **change), tmp_path / "other", progress=False)
 
 
 @pytest.mark.parametrize("steps", [1, 25, 100])

@@ -174,13 +174,7 @@ def _read_info(where: str, subfolder: str | None, spec: str, local_files_only: b
     return _parse_info(Path(hf_hub_download(where, INFO_FILE, subfolder=subfolder, local_files_only=local_files_only)))
 
 
-def load_generator_info(spec: str) -> dict:
-    """A generator's ``generator.json`` (SPEC as for :func:`load_generator`), without loading its weights."""
-    where, subfolder = resolve_spec(spec)
-    return _read_info(where, subfolder, spec, local_files_only=not Path(where).is_dir() and hub_unreachable() is not None)
-
-
-def warn_if_unpaired(info: dict, vae_spec: str) -> None:
+def _warn_if_unpaired(info: dict, vae_spec: str) -> None:
     """Warn when the VAE's weights are not the ones the generator was trained on (``vae_sha256``).
 
     A generator only understands the latent space of its own VAE: a retrained VAE under the same SPEC decodes
@@ -234,7 +228,7 @@ def load_generator(spec: str = "embedded-generator", device: str | torch.device 
         raise GeneratorLoadError(f"{spec}: {INFO_FILE} key \"class_counts\" must be {n_classes} non-negative integers, "
                                  f"not all 0, one per class name; it is {counts!r}")
     vae = load_vae(vae_spec or info["vae"])
-    warn_if_unpaired(info, vae_spec or info["vae"])
+    _warn_if_unpaired(info, vae_spec or info["vae"])
     if vae.config.out_channels != 4:
         raise GeneratorLoadError(f"{vae_spec or info['vae']}: the paired VAE has {vae.config.out_channels} output channels, not 4 (RGBA)")
     unet.eval().requires_grad_(False)

@@ -37,10 +37,8 @@ from alphavae.generation.sampler import (
     as_channel_tensor,
     build_unet,
     load_generator,
-    load_generator_info,
     save_generator,
     training_scheduler,
-    warn_if_unpaired,
 )
 from alphavae.imageio import atomic_write
 from alphavae.paths import shared_data_dir, shipped_config
@@ -105,10 +103,14 @@ def latent_cache(config: GeneratorConfig, vae, files: list[Path], root: Path, ca
 
 def min_snr_weights(scheduler, t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
     """Min-SNR-γ weights (Hang et al., ICCV 2023) of the per-sample MSE at timesteps ``t``: min(SNR_t, γ) / SNR_t for
-    an ε target, / (SNR_t + 1) for a v target, SNR_t = ᾱ_t / (1 − ᾱ_t) (diffusers' ``compute_snr``). Every weight is
-    at most 1; the low-noise steps, whose v-loss weighs the clean latent by SNR_t + 1, are capped at γ."""
+    an ε target, / (SNR_t + 1) for a v target, min(SNR_t, γ) for a clean-sample target, SNR_t = ᾱ_t / (1 − ᾱ_t)
+    (diffusers' ``compute_snr``): each the x₀-loss weight min(SNR_t, γ) over what that target's MSE already weighs x₀
+    by. The low-noise steps, whose v-loss weighs the clean latent by SNR_t + 1, are capped at γ."""
     snr = compute_snr(scheduler, t)
-    return snr.clamp(max=gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
+    already = {"epsilon": snr, "v_prediction": snr + 1, "sample": torch.ones_like(snr)}
+    if prediction_type not in already:
+        raise ValueError(f"--prediction-type {prediction_type!r}: must be one of {', '.join(already)}")
+    return snr.clamp(max=gamma) / already[prediction_type]
 
 
 def latent_normalisation(method: str, vae, mean: torch.Tensor) -> tuple[float | list[float], float | list[float]]:
@@ -120,42 +122,40 @@ def latent_normalisation(method: str, vae, mean: torch.Tensor) -> tuple[float | 
     return mean.mean(dims).tolist(), (1.0 / mean.std(dims)).tolist()
 
 
-def steps_before(init: str | None) -> int:
-    """Training steps behind a warm start's weights: those of the ``init`` generator and of every one it started from."""
-    if not init:
-        return 0
-    info = load_generator_info(init)
-    return int(info.get("steps_done", 0)) + int(info.get("steps_before", 0))
-
-
-def warm_start(unet, config: GeneratorConfig, class_names: list[str], shift, scale) -> None:
-    """Copy the UNet weights of the generator ``config.init`` into ``unet``; it must be the same shape, classes and
-    latent scaling (so the same VAE encoder and normalisation), else a one-line error naming ``--init``."""
-    source = load_generator(config.init)
-    info, theirs = source.info, source.unet.state_dict()
-    ours = unet.state_dict()
+def warm_start(unet, config: GeneratorConfig, class_names: list[str], shift, scale) -> int:
+    """Copy the UNet weights of the generator ``config.init`` into ``unet`` and return the training steps behind them
+    (its own and those it was warm-started from). It must match this run's shape, classes, noise schedule, target and
+    latent scaling (so the same VAE encoder and normalisation), else a one-line error naming ``--init``; a decoder
+    fine-tune of its VAE keeps the latents, so another ``--vae`` sha256 only warns (as sampling does)."""
+    source = load_generator(config.init, vae_spec=config.vae)
+    info, theirs, ours = source.info, source.unet.state_dict(), unet.state_dict()
+    trained = info.get("config", {})
+    same = lambda a, b: torch.allclose(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64),
+                                       rtol=1e-4, atol=1e-6)
     problem = None
     if (info.get("class_names") or []) != class_names:
         problem = f"its classes {info.get('class_names')} are not this run's {class_names}"
     elif theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
         problem = (f"its UNet (widths {list(source.unet.config.block_out_channels)}, "
                    f"{source.unet.config.layers_per_block} layer(s) per block) is not this run's shape")
-    elif not (torch.allclose(torch.tensor(info["shift_factor"], dtype=torch.float64), torch.tensor(shift, dtype=torch.float64), rtol=1e-4)
-              and torch.allclose(torch.tensor(info["scaling_factor"], dtype=torch.float64), torch.tensor(scale, dtype=torch.float64), rtol=1e-4)):
+    elif any(key in trained and trained[key] != getattr(config, key) for key in ("prediction_type", "num_train_timesteps")):
+        problem = (f"it was trained with --prediction-type {trained.get('prediction_type')} and "
+                   f"--num-train-timesteps {trained.get('num_train_timesteps')}; this run must use the same")
+    elif not (same(info["shift_factor"], shift) and same(info["scaling_factor"], scale)):
         problem = ("its latent scaling differs from this run's: train it on the same --vae encoder and "
                    "--latent-normalisation")
     if problem:
         raise ValueError(f"--init {config.init}: {problem}")
-    warn_if_unpaired(info, config.vae)  # a decoder-only fine-tune of its VAE keeps the latents: a warning, no error
     unet.load_state_dict(theirs)
+    return int(info.get("steps_done", 0)) + int(info.get("steps_before", 0))
 
 
-def _warm_start(config: GeneratorConfig, info: dict) -> str:
+def _warm_start_note(config: GeneratorConfig, info: dict) -> str:
     return "" if not config.init else (f" warm-started from the UNet of `{config.init}` ({info['steps_before']} steps "
                                        f"before these),")
 
 
-def _weighting(config: GeneratorConfig) -> str:
+def _weighting_note(config: GeneratorConfig) -> str:
     return "" if config.snr_gamma is None else f", Min-SNR-γ weighting, γ = {config.snr_gamma:g}"
 
 
@@ -169,8 +169,8 @@ on the latents of the RGBA VAE `{config.vae}`; decoding its samples with that VA
 
 Data: `rgba-train` (openclipart-png, Public Domain), training split of `configs/split-rgba-train.json`
 ({info['n_train_images']} images, mirrored too), posterior samples of the cached posteriors.
-Training: DDPM (cosine betas, {config.prediction_type}{_weighting(config)}), {info['steps_done']} steps of batch {config.batch_size},
-AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, {info['precision']} on {info['device']},{_warm_start(config, info)}
+Training: DDPM (cosine betas, {config.prediction_type}{_weighting_note(config)}), {info['steps_done']} steps of batch {config.batch_size},
+AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, {info['precision']} on {info['device']},{_warm_start_note(config, info)}
 {info['train_minutes']:.1f} min. Sampling: DPM-Solver++ ({config.num_inference_steps} steps, trailing spacing).
 
 Paired VAE weights: `{config.vae}` with sha256 `{info.get('vae_sha256') or 'unknown (not a local folder)'}`; if that VAE is
@@ -232,8 +232,9 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
 
     unet = build_unet(latent_channels, latent_size, len(class_names) or None,
                       UNetShape(config.block_out_channels, config.layers_per_block)).to(device)
-    if config.init and not (resume and latest_checkpoint(output / "checkpoints")):
-        warm_start(unet, config, class_names, shift, scale)
+    ckpt_root = output / "checkpoints"
+    found = latest_checkpoint(ckpt_root) if resume else None
+    before = warm_start(unet, config, class_names, shift, scale) if config.init and found is None else 0
     if config.compile:  # the module compiles in place: its state-dict keys, and so the saved folder, do not change
         unet.compile(dynamic=False)
     scheduler = training_scheduler(config.num_train_timesteps, config.prediction_type)
@@ -241,13 +242,11 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
     schedule = lr_schedule(optimizer, "cosine", config.warmup, config.steps)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True, foreach=True)
     gen = torch.Generator(device=device).manual_seed(config.seed)
-    ckpt_root = output / "checkpoints"
-    found = latest_checkpoint(ckpt_root) if resume else None
     step, seconds = 0, 0.0
     if found is not None:
         shared, local = load_checkpoint(found)
-        for key in ("block_out_channels", "layers_per_block"):
-            saved, now = shared["config"][key], getattr(config, key)
+        for key in ("block_out_channels", "layers_per_block", "init"):
+            saved, now = shared["config"].get(key), getattr(config, key)  # checkpoints before "init" lack it
             if (tuple(saved) if isinstance(saved, (list, tuple)) else saved) != now:
                 raise ValueError(f"--resume: {found} was trained with --{key.replace('_', '-')} {saved}, not {now}; "
                                  f"resume with the same shape or start a new --output")
@@ -256,7 +255,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         schedule.load_state_dict(shared["lr_schedule"])
         ema.load_state_dict(shared["ema"])
         settle_ema(ema, unet.parameters())
-        step, seconds = int(shared["step"]), float(shared["seconds"])
+        step, seconds, before = int(shared["step"]), float(shared["seconds"]), int(shared.get("steps_before", 0))
         set_rng_state(local["rng"], {"batches": gen})
     log = RunLog(output / "log.jsonl", step if found is not None else None)
     amp = autocast_for(device)
@@ -298,7 +297,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         return f"loss={loss:.4f}"
 
     def checkpoint(done: int) -> None:
-        state = lambda: {"step": done, "seconds": elapsed(), "unet": unet.state_dict(),
+        state = lambda: {"step": done, "seconds": elapsed(), "steps_before": before, "unet": unet.state_dict(),
                          "optimizer": optimizer.state_dict(), "lr_schedule": schedule.state_dict(),
                          "ema": ema.state_dict(), "config": asdict(config)}
         save_checkpoint(ckpt_root, done, state, {"rng": rng_state({"batches": gen})}, config.keep_checkpoints)
@@ -318,7 +317,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
         "shift_factor": shift, "scaling_factor": scale, "guidance_scale": config.guidance_scale,
         "num_inference_steps": config.num_inference_steps, "sampler": "DPMSolverMultistepScheduler (dpmsolver++, trailing spacing)",
         "latents": "posterior samples (mean + std·eps) of the cached posteriors, image and mirror image",
-        "n_train_images": len(train_files), "steps_done": step, "steps_before": steps_before(config.init), "train_minutes": round(seconds / 60, 2),
+        "n_train_images": len(train_files), "steps_done": step, "steps_before": before, "train_minutes": round(seconds / 60, 2),
         "device": machine_name(device),
         "precision": "bf16" if autocast_dtype(device) is torch.bfloat16 else "fp32",
         "n_parameters": sum(p.numel() for p in unet.parameters()), "config": asdict(config),
