@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from alphavae.blending import BACKGROUNDS, composite
+from alphavae.cli import CLIError
+from alphavae.cli.generator_cmd import named_specs
 from alphavae.generation.evaluate import extract_features, images_of, split_image_files
 from alphavae.generation.sampler import generate_with, load_generator
 from alphavae.metric.backbones import vgg16_features
@@ -62,12 +64,11 @@ def main() -> None:
     args = p.parse_args()
     device = torch_device(args.device)
     feature = vgg16_features(device)
-    generators = {}
-    for spec in args.model:
-        name, sep, folder = spec.partition("=")
-        if not sep:
-            p.error(f"--model {spec!r}: expected NAME=SPEC")
-        generators[name] = load_generator(folder, device=device)
+    try:
+        specs = named_specs(args.model)
+    except CLIError as exc:
+        p.error(str(exc))
+    generators = {name: load_generator(spec, device=device) for name, spec in specs.items()}
     size = next(iter(generators.values())).info["image_size"]
     root, train_files = split_image_files("train")
     train = images_of(root, train_files, size)

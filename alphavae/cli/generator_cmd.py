@@ -96,19 +96,24 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def named_specs(items: list[str]) -> dict[str, str]:
+    """``--model NAME=SPEC`` arguments as ``{NAME: SPEC}``; a malformed one is a :class:`CLIError` naming it."""
+    models = {}
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise CLIError(f"--model {item!r}: expected NAME=SPEC")
+        models[name] = spec
+    return models
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Score the generators and write the JSON and Markdown tables."""
     from alphavae.generation.evaluate import compare_generators, results_markdown, write_results
 
     if args.n < 2:
         raise CLIError(f"--n must be >= 2 (a distance needs two samples), got {args.n}")
-    models = {}
-    for item in args.model:
-        name, sep, spec = item.partition("=")
-        if not sep or not name or not spec:
-            raise CLIError(f"--model {item!r}: expected NAME=SPEC")
-        models[name] = spec
-    report = compare_generators(models, n=args.n, seed=args.seed, device=args.device)
+    report = compare_generators(named_specs(args.model), n=args.n, seed=args.seed, device=args.device)
     report["notes"] = args.note
     command = args.command or "alphavae generator eval " + " ".join(sys.argv[3:])
     write_results(report, args.json, args.md, command)
