@@ -54,3 +54,13 @@ def test_bad_arguments_name_themselves(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, (args, err)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("record", [[], ["--command", "recorded text"]])
+def test_a_bad_generator_eval_model_is_one_line_naming_the_command(tmp_path, capsys, record):
+    """The error names ``generator``, not ``None`` or the --command text to record (once the same argparse dest)."""
+    args = ["generator", "eval", "--model", "nameless", "--json", str(tmp_path / "g.json"), "--md", str(tmp_path / "g.md")]
+    assert main(args + record) == 2
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert lines == ["alphavae generator: error: --model 'nameless': expected NAME=SPEC"]
+    assert not (tmp_path / "g.json").exists()

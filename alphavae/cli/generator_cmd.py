@@ -77,7 +77,8 @@ def register(subparsers) -> None:
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     e.add_argument("--json", required=True, type=Path)
     e.add_argument("--md", required=True, type=Path)
-    e.add_argument("--command", help="the command to record (default: this one)")
+    # dest apart from the top-level "command" (the subcommand's name, which error messages print)
+    e.add_argument("--command", dest="record_command", help="the command to record (default: this one)")
     e.add_argument("--note", action="append", default=[], help="a line to add under the table (repeat)")
     e.set_defaults(func=run_eval)
 
@@ -115,7 +116,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise CLIError(f"--n must be >= 2 (a distance needs two samples), got {args.n}")
     report = compare_generators(named_specs(args.model), n=args.n, seed=args.seed, device=args.device)
     report["notes"] = args.note
-    command = args.command or "alphavae generator eval " + " ".join(sys.argv[3:])
+    command = args.record_command or "alphavae generator eval " + " ".join(sys.argv[3:])
     write_results(report, args.json, args.md, command)
     print(results_markdown(report, command))
     return 0
