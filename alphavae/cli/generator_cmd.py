@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,6 +47,11 @@ def _channels(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _option_type(hint) -> type:
+    """The type an option's text converts to: its field's annotation, without ``None`` (``float | None`` → float)."""
+    return next(kind for kind in typing.get_args(hint) or (hint,) if kind is not type(None))
+
+
 def register(subparsers) -> None:
     """Add ``generator train`` and ``generator eval``."""
     from alphavae.generation.generator_config import GeneratorConfig
@@ -56,6 +62,7 @@ def register(subparsers) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--output", required=True, type=Path, help="run folder (model/, checkpoints/, latents.safetensors, log.jsonl)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    hints = typing.get_type_hints(GeneratorConfig)
     for name, value in asdict(GeneratorConfig()).items():
         if name == "notes":
             continue
@@ -66,8 +73,7 @@ def register(subparsers) -> None:
         elif isinstance(value, bool):
             t.add_argument(flag, type=_flag, default=value, metavar="BOOL")
         else:
-            kind = float if name in ("max_minutes", "snr_gamma") else type(value) if value is not None else str
-            t.add_argument(flag, type=kind, default=value)
+            t.add_argument(flag, type=_option_type(hints[name]), default=value)
     t.set_defaults(func=run_train)
     e = sub.add_parser("eval", help="Sample generators and score them against the held-out split.", epilog=EVAL_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
