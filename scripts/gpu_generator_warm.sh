@@ -13,8 +13,19 @@ INIT=${INIT:-embedded-generator}
 STEPS=${STEPS:-3000}
 RUN=${RUN:-runs/warm}
 export TQDM_MININTERVAL=30 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
+# the run takes the UNet shape of INIT (a shipped name or a model folder): a warm start must match it
+SHAPE=$(python - "$INIT" <<'PY'
+import json, sys
+from pathlib import Path
+from alphavae.paths import models_dir
+folder = Path(sys.argv[1]) if Path(sys.argv[1]).is_dir() else models_dir() / sys.argv[1]
+unet = json.loads((folder / "config.json").read_text())
+print(f"--block-out-channels {','.join(map(str, unet['block_out_channels']))} --layers-per-block {unet['layers_per_block']}")
+PY
+)
 # --max-minutes leaves a checkpoint where the call would run out: the same command on the same warm machine resumes it
-python -m alphavae generator train --vae "${VAE:-embedded-rgba}" --init "$INIT" --output "$RUN" --steps "$STEPS" \
+# shellcheck disable=SC2086  # SHAPE is options
+python -m alphavae generator train --vae "${VAE:-embedded-rgba}" --init "$INIT" $SHAPE --output "$RUN" --steps "$STEPS" \
   --batch-size "${BATCH:-256}" --lr "${LR:-2e-4}" --compile true --checkpoint-every 100000 --max-minutes "${MINUTES:-8}" \
   --resume > "$OUT/train.log" 2>&1
 tr '\r' '\n' < "$OUT/train.log" | grep -v '^\s*$' | tail -2 || true

@@ -27,7 +27,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from alphavae.blending import composite, resolve_backgrounds
-from alphavae.generation.sampler import generate_with, load_generator
+from alphavae.generation.sampler import generate_with, load_generator, training_steps
 from alphavae.imageio import atomic_write
 from alphavae.metric.alpha_shares import alpha_statistics
 from alphavae.metric.backbones import VGG16Features, vgg16_features
@@ -196,7 +196,7 @@ def compare_generators(models: dict[str, str], n: int = 512, seed: int = 0, devi
         real = real if real is not None else load_split_images(size, "heldout", root, split)
         first_vae = first_vae or (generator.info["vae"], generator.vae)
         fake = generate_with(generator, n, seed=seed, size=size)
-        results[name] = {"generator": spec, "vae": generator.info["vae"], "steps": generator.info.get("steps_done"),
+        results[name] = {"generator": spec, "vae": generator.info["vae"], "steps": training_steps(generator.info),
                          **evaluate_generation(fake, real, feature, real_features=real_features)}
     train = load_split_images(size, "train", root, split, limit=n)
     results["train split (reference)"] = {"generator": "real training images", "vae": "-", "steps": None,

@@ -137,6 +137,12 @@ def save_generator(unet: UNet2DModel, scheduler: DDPMScheduler, info: dict, fold
     return folder
 
 
+def training_steps(info: dict) -> int:
+    """Optimiser steps behind a generator: this run's (``steps_done``) plus those of the folders it was warm-started
+    from (``steps_before``), so a model trained in pieces reports its whole training."""
+    return int(info.get("steps_done", 0)) + int(info.get("steps_before", 0))
+
+
 def _has_type(value, kind: type | tuple[type, ...]) -> bool:
     """``value`` is of ``kind`` (a bool is no number); a list (where ``kind`` allows one) is non-empty and all numbers."""
     if isinstance(value, bool) or not isinstance(value, kind):

@@ -39,6 +39,7 @@ from alphavae.generation.sampler import (
     load_generator,
     save_generator,
     training_scheduler,
+    training_steps,
 )
 from alphavae.imageio import atomic_write
 from alphavae.paths import shared_data_dir, shipped_config
@@ -136,8 +137,9 @@ def warm_start(unet, config: GeneratorConfig, class_names: list[str], shift, sca
     if (info.get("class_names") or []) != class_names:
         problem = f"its classes {info.get('class_names')} are not this run's {class_names}"
     elif theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
-        problem = (f"its UNet (widths {list(source.unet.config.block_out_channels)}, "
-                   f"{source.unet.config.layers_per_block} layer(s) per block) is not this run's shape")
+        widths, layers = source.unet.config.block_out_channels, source.unet.config.layers_per_block
+        problem = (f"its UNet (widths {list(widths)}, {layers} layer(s) per block) is not this run's shape: add "
+                   f"--block-out-channels {','.join(map(str, widths))} --layers-per-block {layers}")
     elif any(key in trained and trained[key] != getattr(config, key) for key in ("prediction_type", "num_train_timesteps")):
         problem = (f"it was trained with --prediction-type {trained.get('prediction_type')} and "
                    f"--num-train-timesteps {trained.get('num_train_timesteps')}; this run must use the same")
@@ -147,7 +149,7 @@ def warm_start(unet, config: GeneratorConfig, class_names: list[str], shift, sca
     if problem:
         raise ValueError(f"--init {config.init}: {problem}")
     unet.load_state_dict(theirs)
-    return int(info.get("steps_done", 0)) + int(info.get("steps_before", 0))
+    return training_steps(info)
 
 
 def _warm_start_note(config: GeneratorConfig, info: dict) -> str:
