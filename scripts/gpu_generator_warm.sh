@@ -3,8 +3,10 @@
 # optimiser, warm-up and cosine schedule), alone on one GPU, in one call: its model folder and log come back first
 # ($OUT/model.tar, $OUT/log.jsonl), then it is scored against the held-out split (512 samples, FD-VGG16 / KID-VGG16:
 # the VGG16 weights of `alphavae weights fetch` in $ALPHAVAE_CACHE; EVAL=0 skips that). Each piece ends with a
-# finished model, so a long training spreads over calls and sessions with nothing bigger than the 7.8 MB model to
-# carry: pass the last piece's model folder as INIT and a new RUN folder.
+# finished model, so a long training spreads over calls and sessions with nothing bigger than the model (28.8 MB for
+# the shipped one) to carry: pass the last piece's model folder as INIT and a new RUN folder. The UNet shape is read
+# from INIT's config.json (a shipped name or a folder); where INIT is not on disk (a resume after it is gone, a hub
+# id) set SHAPE to the options yourself, e.g. SHAPE="--block-out-channels 96,192,256".
 # Usage (repo root, data in $ALPHAVAE_SHARED_DATA/rgba-train):
 #   OUT=/tmp/out INIT=embedded-generator STEPS=3000 bash scripts/gpu_generator_warm.sh
 set -euo pipefail
@@ -14,15 +16,16 @@ STEPS=${STEPS:-3000}
 RUN=${RUN:-runs/warm}
 export TQDM_MININTERVAL=30 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 # the run takes the UNet shape of INIT (a shipped name or a model folder): a warm start must match it
-SHAPE=$(python - "$INIT" <<'PY'
+SHAPE=${SHAPE-$(python - "$INIT" <<'PY'
 import json, sys
 from pathlib import Path
 from alphavae.paths import models_dir
 folder = Path(sys.argv[1]) if Path(sys.argv[1]).is_dir() else models_dir() / sys.argv[1]
-unet = json.loads((folder / "config.json").read_text())
-print(f"--block-out-channels {','.join(map(str, unet['block_out_channels']))} --layers-per-block {unet['layers_per_block']}")
+if (folder / "config.json").is_file():  # else none: the trainer's error names the options a mismatch needs
+    unet = json.loads((folder / "config.json").read_text())
+    print(f"--block-out-channels {','.join(map(str, unet['block_out_channels']))} --layers-per-block {unet['layers_per_block']}")
 PY
-)
+)}
 # --max-minutes leaves a checkpoint where the call would run out: the same command on the same warm machine resumes it
 # shellcheck disable=SC2086  # SHAPE is options
 python -m alphavae generator train --vae "${VAE:-embedded-rgba}" --init "$INIT" $SHAPE --output "$RUN" --steps "$STEPS" \

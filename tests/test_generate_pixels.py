@@ -107,5 +107,5 @@ def test_shipped_generator_makes_transparent_and_opaque_pixels(shipped_generator
     # real clip art is 68 % transparent (held out); 4 samples vary: the shipped 14.4 M generator's 4 are 85 %
     # transparent and 2.4 % opaque (two are faint strokes). An empty sample is ~100 %, an unconverted decoder's 0 %.
     assert 0.05 <= transparent <= 0.9, transparent
-    assert 0.02 <= opaque <= 0.8, opaque
+    assert 0.01 <= opaque <= 0.8, opaque
     assert ((alpha < 0.01).flatten(1).float().mean(1) > 0).all()  # every sample has see-through pixels

@@ -51,7 +51,7 @@ def tiny_run(tmp_path_factory):
 def test_default_unet_fits_the_size_budget_and_conditions_on_classes():
     unet = build_unet(latent_channels=4, latent_size=16, num_classes=22)
     n = sum(p.numel() for p in unet.parameters())
-    assert 2 * n < 8e6  # fp16 bytes, the per-model budget
+    assert 2 * n < 8e6  # fp16 bytes: the default shape stays small (the shipped generator is wider, 28.8 MB)
     assert unet.class_embedding.num_embeddings == 23  # 22 classes + "unconditional"
     assert build_unet(4, 16, None).class_embedding is None
 

@@ -13,8 +13,8 @@ LATENT_NORMALISATIONS = ("vae", "channel")
 
 @dataclass(frozen=True)
 class UNetShape:
-    """Width and depth of the denoiser. The default (≈3.9 M parameters, 7.8 MB in fp16) trains fast enough for the
-    notebooks' CPU runs; the shipped ``embedded-generator`` is wider (96, 192, 256: ≈ 14.4 M, 28.7 MB), see its card."""
+    """Width and depth of the denoiser. The default (≈3.9 M parameters, 7.8 MB in fp16) is the small recipe; the
+    shipped ``embedded-generator`` is wider (96, 192, 256: ≈ 14.4 M parameters, 28.8 MB), see its card."""
 
     block_out_channels: tuple[int, ...] = (64, 96, 128)
     layers_per_block: int = 1
@@ -71,7 +71,7 @@ class GeneratorConfig:
     num_inference_steps: int = 25
     device: str = "auto"
     # torch.compile of the UNet: the eager step of the 3.9 M-parameter default ran 16.7 steps/s at batch 128 on an H200
-    # (benchmarks/NOTES.md "Stop 17"), likely launch-bound. Compiled, it trained the shipped generator on an H100
+    # (benchmarks/NOTES.md "Stop 17"), likely launch-bound. Compiled, it trained the generator shipped then on an H100
     # (stop 23: three runs sharing the card, about 20 steps/s each), but it has not been timed alone against eager:
     # off by default.
     compile: bool = False
