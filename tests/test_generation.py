@@ -319,8 +319,9 @@ def test_evaluation_report_scores_white_black_gray_and_says_fid_is_unavailable()
 
 
 def test_the_comparison_adds_the_vae_round_trip_of_the_training_images(tiny_run):
-    """A model's row counts all the steps behind it. The ``through the VAE`` row scores the training images the reference row scores, encoded and decoded by the
-    first generator's VAE: its alpha statistics are those of that reconstruction, not of the images themselves."""
+    """A model's row counts all the steps behind it. The ``through the VAE`` row scores the training images the
+    reference row scores, encoded and decoded by the first generator's VAE: its alpha statistics are those of that
+    reconstruction, not of the images themselves."""
     from alphavae.generation.evaluate import compare_generators, load_split_images
     from alphavae.vae.loading import load_vae
     from alphavae.vae.reconstruct import reconstruct
