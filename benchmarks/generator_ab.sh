@@ -33,6 +33,7 @@ import json, sys
 from pathlib import Path
 import torch
 from alphavae.generation.evaluate import alpha_statistics
+from alphavae.generation.sampler import training_steps
 from alphavae.imageio import load_rgba
 runs, out, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 rows = {}
@@ -43,12 +44,12 @@ for name in names:
     stats = alpha_statistics(torch.stack([load_rgba(f) for f in files]))
     info = json.loads((runs / name / "model" / "generator.json").read_text())
     log = [json.loads(l) for l in (runs / name / "log.jsonl").read_text().splitlines()]
-    rows[name] = {**{k: round(v, 4) for k, v in stats.items()}, "n": len(files), "steps": info["steps_done"],
+    rows[name] = {**{k: round(v, 4) for k, v in stats.items()}, "n": len(files), "steps": training_steps(info),
                   "minutes": info["train_minutes"], "parameters_m": round(info["n_parameters"] / 1e6, 2),
                   "final_loss_mean_of_last_5_logs": sum(e["loss"] for e in log[-5:]) / len(log[-5:]),
                   "device": info["device"], "options": info["config"]}
     print(f"{name:16s} soft {100 * stats['soft']:5.1f} %  transparent {100 * stats['transparent']:5.1f} %  "
-          f"opaque {100 * stats['opaque']:5.1f} %  steps {info['steps_done']}  {info['train_minutes']:.1f} min  "
+          f"opaque {100 * stats['opaque']:5.1f} %  steps {training_steps(info)}  {info['train_minutes']:.1f} min  "
           f"{rows[name]['parameters_m']} M  loss {rows[name]['final_loss_mean_of_last_5_logs']:.4f}")
 out.write_text(json.dumps(rows, indent=1) + "\n")
 PY

@@ -19,10 +19,14 @@ export TQDM_MININTERVAL=30 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 SHAPE=${SHAPE-$(python - "$INIT" <<'PY'
 import json, sys
 from pathlib import Path
-from alphavae.paths import models_dir
-folder = Path(sys.argv[1]) if Path(sys.argv[1]).is_dir() else models_dir() / sys.argv[1]
-if (folder / "config.json").is_file():  # else none: the trainer's error names the options a mismatch needs
-    unet = json.loads((folder / "config.json").read_text())
+from alphavae.vae.loading import VAELoadError, resolve_spec
+try:
+    where, subfolder = resolve_spec(sys.argv[1])  # the SPEC resolution every --model / --init uses
+except VAELoadError:
+    where, subfolder = "", None
+config = Path(where, subfolder or "", "config.json")
+if config.is_file():  # else none: the trainer's error names the options a mismatch needs
+    unet = json.loads(config.read_text())
     print(f"--block-out-channels {','.join(map(str, unet['block_out_channels']))} --layers-per-block {unet['layers_per_block']}")
 PY
 )}
