@@ -4,9 +4,9 @@
 # ($OUT/model.tar, $OUT/log.jsonl), then it is scored against the held-out split (512 samples, FD-VGG16 / KID-VGG16:
 # the VGG16 weights of `alphavae weights fetch` in $ALPHAVAE_CACHE; EVAL=0 skips that). Each piece ends with a
 # finished model, so a long training spreads over calls and sessions with nothing bigger than the model (28.8 MB for
-# the shipped one) to carry: pass the last piece's model folder as INIT and a new RUN folder. The UNet shape is read
-# from INIT's config.json (a shipped name or a folder); where INIT is not on disk (a resume after it is gone, a hub
-# id) set SHAPE to the options yourself, e.g. SHAPE="--block-out-channels 96,192,256".
+# the shipped one) to carry: pass the last piece's model folder as INIT and a new RUN folder. The trainer takes the
+# UNet shape from INIT; SHAPE adds shape options where INIT is gone (a --resume in a later session), e.g.
+# SHAPE="--block-out-channels 96,192,256".
 # Usage (repo root, data in $ALPHAVAE_SHARED_DATA/rgba-train):
 #   OUT=/tmp/out INIT=embedded-generator STEPS=3000 bash scripts/gpu_generator_warm.sh
 set -euo pipefail
@@ -15,24 +15,9 @@ INIT=${INIT:-embedded-generator}
 STEPS=${STEPS:-3000}
 RUN=${RUN:-runs/warm}
 export TQDM_MININTERVAL=30 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
-# the run takes the UNet shape of INIT (a shipped name or a model folder): a warm start must match it
-SHAPE=${SHAPE-$(python - "$INIT" <<'PY'
-import json, sys
-from pathlib import Path
-from alphavae.vae.loading import VAELoadError, resolve_spec
-try:
-    where, subfolder = resolve_spec(sys.argv[1])  # the SPEC resolution every --model / --init uses
-except VAELoadError:
-    where, subfolder = "", None
-config = Path(where, subfolder or "", "config.json")
-if config.is_file():  # else none: the trainer's error names the options a mismatch needs
-    unet = json.loads(config.read_text())
-    print(f"--block-out-channels {','.join(map(str, unet['block_out_channels']))} --layers-per-block {unet['layers_per_block']}")
-PY
-)}
 # --max-minutes leaves a checkpoint where the call would run out: the same command on the same warm machine resumes it
 # shellcheck disable=SC2086  # SHAPE is options
-python -m alphavae generator train --vae "${VAE:-embedded-rgba}" --init "$INIT" $SHAPE --output "$RUN" --steps "$STEPS" \
+python -m alphavae generator train --vae "${VAE:-embedded-rgba}" --init "$INIT" ${SHAPE:-} --output "$RUN" --steps "$STEPS" \
   --batch-size "${BATCH:-256}" --lr "${LR:-2e-4}" --compile true --checkpoint-every 100000 --max-minutes "${MINUTES:-8}" \
   --resume > "$OUT/train.log" 2>&1
 tr '\r' '\n' < "$OUT/train.log" | grep -v '^\s*$' | tail -2 || true

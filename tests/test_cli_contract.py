@@ -27,6 +27,7 @@ import alphavae.generation.sampler
 import alphavae.vae.reconstruct
 from alphavae.cli import main
 from alphavae.generation.sampler import MAX_SAMPLES, MAX_SEED, iter_samples, load_generator
+from alphavae.paths import models_dir
 from alphavae.imageio import MAX_PIXELS, MAX_PIXELS_ENV, ImageReadError, atomic_write, load_rgba, save_png
 from alphavae.metric.alpha import SSIM_WINDOW
 from alphavae.vae.loading import load_vae
@@ -462,3 +463,28 @@ def test_generator_widths_reach_the_config(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "train_generator", record)
     assert main(["generator", "train", "--output", str(tmp_path / "g"), "--block-out-channels", "64,128,192"]) == 0
     assert seen["widths"] == (64, 128, 192)
+
+
+def test_a_warm_start_takes_the_init_generators_shape_unless_given(tmp_path, monkeypatch, capsys):
+    """``--init`` without shape options trains the init's UNet shape (read from its config.json); a given option wins
+    over it; an init that cannot be read is a one-line error naming ``--init``, except on ``--resume`` (the init
+    folder may be gone: the checkpoint's own check names the shape then); without ``--init``, the defaults."""
+    import alphavae.generation.train as train_module
+    from alphavae.generation.generator_config import UNetShape
+
+    seen = []
+    monkeypatch.setattr(train_module, "train_generator",
+                        lambda config, output, **_: seen.append((config.block_out_channels, config.layers_per_block)) or output)
+    run = ["generator", "train", "--output", str(tmp_path / "g")]
+    shipped = json.loads((models_dir() / "embedded-generator" / "config.json").read_text())
+    assert main(run + ["--init", "embedded-generator"]) == 0
+    assert seen.pop() == (tuple(shipped["block_out_channels"]), shipped["layers_per_block"]) != (UNetShape().block_out_channels, 1)
+    assert main(run + ["--init", "embedded-generator", "--layers-per-block", "2"]) == 0
+    assert seen.pop() == (tuple(shipped["block_out_channels"]), 2)
+    assert main(run + ["--init", "embedded-generator", "--block-out-channels", "64,128,192"]) == 0
+    assert seen.pop() == ((64, 128, 192), shipped["layers_per_block"])
+    assert main(run) == 0 and seen.pop() == (UNetShape().block_out_channels, UNetShape().layers_per_block)
+    assert main(run + ["--init", str(tmp_path / "gone"), "--resume"]) == 0
+    assert seen.pop() == (UNetShape().block_out_channels, UNetShape().layers_per_block)
+    one_line_error(capsys, main(run + ["--init", str(tmp_path / "gone")]), "--init", str(tmp_path / "gone"))
+    assert not seen

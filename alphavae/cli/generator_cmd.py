@@ -67,9 +67,11 @@ def register(subparsers) -> None:
         if name == "notes":
             continue
         flag = "--" + name.replace("_", "-")
-        if name == "block_out_channels":
-            t.add_argument(flag, type=_channels, default=value, metavar="C1,C2,...",
-                           help=f"the UNet's width per level (default {','.join(map(str, value))})")
+        if name == "block_out_channels":  # None: --init's shape, else the default (see _unet_shape)
+            t.add_argument(flag, type=_channels, default=None, metavar="C1,C2,...",
+                           help=f"the UNet's width per level (default: --init's, else {','.join(map(str, value))})")
+        elif name == "layers_per_block":
+            t.add_argument(flag, type=int, default=None, help=f"(default: --init's, else {value})")
         elif isinstance(value, bool):
             t.add_argument(flag, type=_flag, default=value, metavar="BOOL")
         else:
@@ -97,10 +99,29 @@ def run_train(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     values = {k: v for k, v in vars(args).items() if k in GeneratorConfig.__dataclass_fields__}
+    values.update(_unet_shape(args))
     folder = train_generator(GeneratorConfig(**values), args.output, resume=args.resume,
                              command="alphavae generator train " + " ".join(sys.argv[3:]))
     print(f"generator written to {folder}" if folder else f"stopped early; continue with the same command and --resume")
     return 0
+
+
+def _unet_shape(args: argparse.Namespace) -> dict[str, object]:
+    """The UNet shape options of a ``train`` run: those given; the rest from ``--init``'s UNet (a warm start must keep
+    its shape), else the defaults. On ``--resume`` an init folder that is gone (another session) leaves the
+    defaults: the checkpoint's own shape check names the options then."""
+    from alphavae.generation.generator_config import UNetShape
+    from alphavae.generation.sampler import GeneratorLoadError, unet_shape_of
+
+    shape = UNetShape()
+    if args.init and (args.block_out_channels is None or args.layers_per_block is None):
+        try:
+            shape = unet_shape_of(args.init)
+        except GeneratorLoadError as exc:
+            if not args.resume:
+                raise CLIError(f"--init {exc}") from exc
+    return {"block_out_channels": args.block_out_channels or shape.block_out_channels,
+            "layers_per_block": args.layers_per_block or shape.layers_per_block}
 
 
 def named_specs(items: list[str]) -> dict[str, str]:

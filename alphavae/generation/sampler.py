@@ -247,6 +247,19 @@ def load_generator(spec: str = "embedded-generator", device: str | torch.device 
     return generator
 
 
+def unet_shape_of(spec: str) -> UNetShape:
+    """The shape of generator SPEC's UNet, read from its ``config.json`` alone (no weights): what a warm start
+    (``--init``) keeps when no shape is given. A one-line :class:`GeneratorLoadError` where it cannot be read."""
+    try:
+        where, subfolder = resolve_spec(spec)
+        unreachable = None if Path(where).is_dir() else hub_unreachable()
+        config = UNet2DModel.load_config(where, subfolder=subfolder, local_files_only=unreachable is not None)
+    except Exception as exc:  # hub/offline/missing-file errors come in many types
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise GeneratorLoadError(f"{spec}: cannot read its UNet config ({first})") from exc
+    return UNetShape(tuple(config["block_out_channels"]), config["layers_per_block"])
+
+
 def _valid_counts(counts: object, n_classes: int) -> bool:
     """Whether ``counts`` can weight the class draw: one non-negative integer per class, not all 0 (an unconditional
     model records none)."""
