@@ -487,4 +487,5 @@ def test_a_warm_start_takes_the_init_generators_shape_unless_given(tmp_path, mon
     assert main(run + ["--init", str(tmp_path / "gone"), "--resume"]) == 0
     assert seen.pop() == (UNetShape().block_out_channels, UNetShape().layers_per_block)
     one_line_error(capsys, main(run + ["--init", str(tmp_path / "gone")]), "--init", str(tmp_path / "gone"))
+    one_line_error(capsys, main(run + ["--init", "embedded-generator", "--layers-per-block", "0"]), "--layers-per-block", "0")
     assert not seen

@@ -100,6 +100,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     values = {k: v for k, v in vars(args).items() if k in GeneratorConfig.__dataclass_fields__}
     values.update(_unet_shape(args))
+    if values["layers_per_block"] < 1:
+        raise CLIError(f"--layers-per-block must be >= 1, got {values['layers_per_block']}")
     folder = train_generator(GeneratorConfig(**values), args.output, resume=args.resume,
                              command="alphavae generator train " + " ".join(sys.argv[3:]))
     print(f"generator written to {folder}" if folder else f"stopped early; continue with the same command and --resume")
@@ -120,8 +122,8 @@ def _unet_shape(args: argparse.Namespace) -> dict[str, object]:
         except GeneratorLoadError as exc:
             if not args.resume:
                 raise CLIError(f"--init {exc}") from exc
-    return {"block_out_channels": args.block_out_channels or shape.block_out_channels,
-            "layers_per_block": args.layers_per_block or shape.layers_per_block}
+    given = {"block_out_channels": args.block_out_channels, "layers_per_block": args.layers_per_block}
+    return {key: getattr(shape, key) if value is None else value for key, value in given.items()}
 
 
 def named_specs(items: list[str]) -> dict[str, str]:
