@@ -44,6 +44,7 @@ from alphavae.generation.generator_config import UNetShape
 from alphavae.imageio import umask_mode
 from alphavae.vae.reconstruct import downsampling_factor
 from alphavae.vae.loading import (
+    first_line,
     hub_unreachable,
     load_vae,
     resolve_spec,
@@ -223,8 +224,7 @@ def load_generator(spec: str = "embedded-generator", device: str | torch.device 
         if unreachable is not None:
             raise GeneratorLoadError(f"{spec}: is not in the local Hugging Face cache and the hub is unreachable "
                                      f"({unreachable}); pass a local generator folder") from exc
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise GeneratorLoadError(f"{spec}: cannot load the generator ({first}); pass a local generator folder") from exc
+        raise GeneratorLoadError(f"{spec}: cannot load the generator ({first_line(exc)}); pass a local generator folder") from exc
     for key in ("shift_factor", "scaling_factor"):
         if isinstance(info[key], list) and len(info[key]) != unet.config.in_channels:
             raise GeneratorLoadError(f"{spec}: {INFO_FILE} key \"{key}\" has {len(info[key])} values; the UNet has "
@@ -255,8 +255,7 @@ def unet_shape_of(spec: str) -> UNetShape:
         unreachable = None if Path(where).is_dir() else hub_unreachable()
         config = UNet2DModel.load_config(where, subfolder=subfolder, local_files_only=unreachable is not None)
     except Exception as exc:  # hub/offline/missing-file errors come in many types
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise GeneratorLoadError(f"{spec}: cannot read its UNet config ({first})") from exc
+        raise GeneratorLoadError(f"{spec}: cannot read its UNet config ({first_line(exc)})") from exc
     return UNetShape(tuple(config["block_out_channels"]), config["layers_per_block"])
 
 

@@ -104,6 +104,11 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first message line (its class name when it has no message), for one-line load errors."""
+    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+
+
 def hub_unreachable() -> str | None:
     """Why the Hugging Face hub cannot be used now (``HF_HUB_OFFLINE=1``, or no answer from its endpoint within
     :data:`HUB_PROBE_TIMEOUT_S`), or ``None`` if it answers. One quick request: huggingface_hub itself would retry
@@ -142,8 +147,7 @@ def load_vae(spec: str, device: str | torch.device | None = None, dtype: torch.d
                 f"{spec}: is not in the local Hugging Face cache and the hub is unreachable ({unreachable}): "
                 "download it on a machine with a network or pass a local save_pretrained folder"
             ) from exc
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise VAELoadError(f"{spec}: cannot load from the hub ({first}); check the id, your network, or pass a local folder") from exc
+        raise VAELoadError(f"{spec}: cannot load from the hub ({first_line(exc)}); check the id, your network, or pass a local folder") from exc
     vae.eval().requires_grad_(False)
     return vae if device is None else vae.to(torch_device(device))
 
