@@ -358,8 +358,8 @@ def test_committed_generator_makes_real_transparency(shipped_generator_samples):
     real images are 68 % transparent (α < 0.01), 5 % soft, 27 % opaque; the manifest's mean soft share
     is 8.7 %. The paired VAE (``embedded-rgba``) reconstructing the *real* training images gives 65 %
     transparent and 7 % soft (results/generation.md's "through the VAE" row), a floor for anything decoded by it;
-    the committed generator gives 64 % / 10 % / 26 % over 512 samples (results/generation.md) and 85 % / 13 % / 2.4 %
-    for these 4 (per image 85, 62, 97, 94 % transparent and 6.4, 3.3, 0, 0 % opaque: two of them are faint strokes).
+    the committed generator gives 67 % / 9 % / 24 % over 512 samples (results/generation.md) and 76 % / 18 % / 6.3 %
+    for these 4 (per image 81, 64, 75, 82 % transparent and 4.4, 4.5, 9.2, 7.3 % opaque).
     A VAE that ignores alpha gives 0 % transparent and 0 % soft; fog gives ~100 % soft and no opaque pixel. We ask
     for: ≥ 10 % transparent, ≥ 1 % opaque, soft between 1/8 of the data's soft share and 80 %, transparency in 3 of
     4 images."""
