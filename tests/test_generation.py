@@ -210,6 +210,24 @@ def test_min_snr_gamma_weights_the_trained_loss(tiny_run, tmp_path):
         dataclasses.replace(config, snr_gamma=0.0)
 
 
+def test_dropout_acts_while_training_is_saved_and_is_off_when_sampling(tiny_run, tmp_path):
+    """``dropout`` reaches the UNet: the same first batch (same noise, timesteps and labels) costs another loss with
+    half the residual activations dropped; the saved folder records it (the card too), and a loaded generator runs
+    in eval mode. A bad value is a one-line error naming the option."""
+    root, config, _ = tiny_run
+    one = dataclasses.replace(config, steps=1, log_every=1, checkpoint_every=100)
+    first = {}
+    for name, run in {"plain": one, "dropout": dataclasses.replace(one, dropout=0.5)}.items():
+        folder = train_generator(run, tmp_path / name, progress=False)
+        first[name] = json.loads((tmp_path / name / "log.jsonl").read_text().splitlines()[0])["loss"]
+    assert first["dropout"] != pytest.approx(first["plain"], rel=1e-4)
+    assert json.loads((folder / "config.json").read_text())["dropout"] == 0.5
+    assert "dropout 0.5" in (folder / "MODEL_CARD.md").read_text()
+    assert not load_generator(str(folder), device="cpu").unet.training  # no dropout while sampling
+    with pytest.raises(ValueError, match=r"^--dropout 1.0: must be at least 0 and below 1"):
+        dataclasses.replace(config, dropout=1.0)
+
+
 def test_a_warm_start_begins_at_the_given_generator_and_counts_its_steps(tiny_run, tmp_path):
     """``init``: a run at learning rate 0 leaves the UNet, and so its EMA, exactly at the init generator's weights;
     generator.json counts the steps behind it along a chain of warm starts; the card says where it started."""

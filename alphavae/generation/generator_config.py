@@ -54,6 +54,10 @@ class GeneratorConfig:
     snr_gamma: float | None = None
     block_out_channels: tuple[int, ...] = UNetShape.block_out_channels
     layers_per_block: int = UNetShape.layers_per_block
+    # dropout in the UNet's residual blocks while training (diffusers `UNet2DModel(dropout=…)`; Nichol & Dhariwal,
+    # ICML 2021, regularise small data sets with 0.1–0.3): on 1,200 images long training moves the samples toward the
+    # training images (benchmarks/NOTES.md, stop 33); 0 = none. Sampling never drops.
+    dropout: float = 0.0
     steps: int = 3000
     batch_size: int = 128
     lr: float = 4e-4
@@ -82,6 +86,8 @@ class GeneratorConfig:
         problem = widths_problem(self.block_out_channels)
         if problem:
             raise ValueError(f"--block-out-channels {','.join(map(str, self.block_out_channels))}: {problem}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout {self.dropout}: must be at least 0 and below 1")
         if self.snr_gamma is not None and not self.snr_gamma > 0:
             raise ValueError(f"--snr-gamma {self.snr_gamma}: must be positive (or left out for plain MSE)")
         if self.latent_normalisation not in LATENT_NORMALISATIONS:

@@ -67,12 +67,13 @@ class GeneratorLoadError(ValueError):
     """A generator SPEC cannot be loaded; the one-line message names it and says what to do."""
 
 
-def build_unet(latent_channels: int, latent_size: int, num_classes: int | None, shape: UNetShape = UNetShape()) -> UNet2DModel:
+def build_unet(latent_channels: int, latent_size: int, num_classes: int | None, shape: UNetShape = UNetShape(),
+               dropout: float = 0.0) -> UNet2DModel:
     """A fresh ``UNet2DModel`` over ``(latent_channels, latent_size, latent_size)`` latents.
 
     ``num_classes`` real classes get one more embedding, index ``num_classes``, meaning "no class"
     (classifier-free guidance). ``None`` makes an unconditional model. Self-attention is used on every level
-    but the first (the two coarsest).
+    but the first (the two coarsest). ``dropout`` acts in the residual blocks in training mode only.
     """
     levels = len(shape.block_out_channels)
     down = ("DownBlock2D",) + ("AttnDownBlock2D",) * (levels - 1)
@@ -88,6 +89,7 @@ def build_unet(latent_channels: int, latent_size: int, num_classes: int | None, 
         attention_head_dim=shape.attention_head_dim,
         norm_num_groups=shape.norm_num_groups,
         num_class_embeds=None if num_classes is None else num_classes + 1,
+        dropout=dropout,
     )
 
 

@@ -157,8 +157,9 @@ def _warm_start_note(config: GeneratorConfig, info: dict) -> str:
                                        f"before these),")
 
 
-def _weighting_note(config: GeneratorConfig) -> str:
-    return "" if config.snr_gamma is None else f", Min-SNR-γ weighting, γ = {config.snr_gamma:g}"
+def _objective_note(config: GeneratorConfig) -> str:
+    weighting = "" if config.snr_gamma is None else f", Min-SNR-γ weighting, γ = {config.snr_gamma:g}"
+    return weighting + (f", dropout {config.dropout:g}" if config.dropout else "")
 
 
 def _model_card(config: GeneratorConfig, info: dict, command: str) -> str:
@@ -171,7 +172,7 @@ on the latents of the RGBA VAE `{config.vae}`; decoding its samples with that VA
 
 Data: `rgba-train` (openclipart-png, Public Domain), training split of `configs/split-rgba-train.json`
 ({info['n_train_images']} images, mirrored too), posterior samples of the cached posteriors.
-Training: DDPM (cosine betas, {config.prediction_type}{_weighting_note(config)}), {info['steps_done']} steps of batch {config.batch_size},
+Training: DDPM (cosine betas, {config.prediction_type}{_objective_note(config)}), {info['steps_done']} steps of batch {config.batch_size},
 AdamW lr {config.lr} (warm-up {config.warmup}, cosine), EMA {config.ema_decay}, {info['precision']} on {info['device']},{_warm_start_note(config, info)}
 {info['train_minutes']:.1f} min. Sampling: DPM-Solver++ ({config.num_inference_steps} steps, trailing spacing).
 
@@ -233,7 +234,7 @@ def _train_generator(config: GeneratorConfig, output: Path, resume: bool, progre
                          f"--image-size")
 
     unet = build_unet(latent_channels, latent_size, len(class_names) or None,
-                      UNetShape(config.block_out_channels, config.layers_per_block)).to(device)
+                      UNetShape(config.block_out_channels, config.layers_per_block), config.dropout).to(device)
     ckpt_root = output / "checkpoints"
     found = latest_checkpoint(ckpt_root) if resume else None
     before = warm_start(unet, config, class_names, shift, scale) if config.init and found is None else 0
