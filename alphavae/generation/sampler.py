@@ -274,9 +274,9 @@ def class_labels(generator: LatentGenerator, n: int, classes: list[str] | str | 
     """Class indices for ``n`` samples: one name for all, a list cycled, or ``None`` → drawn with ``seed``.
 
     ``None`` draws each class with its share of the training images (``class_counts`` in ``generator.json``), so
-    that samples are compared with held-out data of the same mix (the generator shipped at stop 25, 512 samples: 17.1 % soft
-    pixels against 19.6 % for uniform draws, FD-VGG16 unchanged; benchmarks/NOTES.md, stop 25); a generator that did
-    not record its counts draws uniformly.
+    that samples are compared with held-out data of the same mix (the generator shipped at stop 25, 512 samples:
+    17.1 % soft pixels against 19.6 % for uniform draws, FD-VGG16 unchanged; benchmarks/NOTES.md, stop 25); a
+    generator that did not record its counts draws uniformly.
     """
     names = generator.class_names
     if not names:
