@@ -95,13 +95,13 @@ def run_train(args: argparse.Namespace) -> int:
     """Train (or resume) a generator; say where it went, or how to continue."""
     from alphavae.generation.train import GeneratorConfig, train_generator
 
-    for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "image_size"):
-        if getattr(args, name) < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "image_size",
+                 "layers_per_block"):  # layers_per_block None: --init's or the default, both >= 1
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     values = {k: v for k, v in vars(args).items() if k in GeneratorConfig.__dataclass_fields__}
     values.update(_unet_shape(args))
-    if values["layers_per_block"] < 1:
-        raise CLIError(f"--layers-per-block must be >= 1, got {values['layers_per_block']}")
     folder = train_generator(GeneratorConfig(**values), args.output, resume=args.resume,
                              command="alphavae generator train " + " ".join(sys.argv[3:]))
     print(f"generator written to {folder}" if folder else f"stopped early; continue with the same command and --resume")
